@@ -1,0 +1,15 @@
+"""Names shared by the gateway, the flusher and the tools: one place, so they cannot drift."""
+
+from typing import Final
+
+STREAM: Final = "monokera:purchases"
+"""The Redis stream every accepted purchase is appended to, one entry per purchase."""
+
+GROUP: Final = "flusher"
+"""The consumer group whose members copy stream entries into PostgreSQL."""
+
+PAYLOAD_FIELD: Final = "p"
+"""The single field of a stream entry; its value is an encoded ``PurchaseEvent``."""
+
+PG_MIGRATION_LOCK: Final = 0x4D4F4E4F
+"""Advisory-lock key that serialises migrations between processes ("MONO")."""

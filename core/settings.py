@@ -1,0 +1,117 @@
+"""One settings object, read from the environment once at start.
+
+``REDIS_URL`` and ``DATABASE_URL`` keep their conventional names; every other variable
+carries the ``MONOKERA_`` prefix. A bad value raises ``SettingsError`` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+from msgspec import Meta
+
+PREFIX = "MONOKERA_"
+_UNPREFIXED = frozenset({"redis_url", "database_url"})
+
+Port = Annotated[int, Meta(ge=1, le=65535)]
+Positive = Annotated[int, Meta(gt=0)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+
+
+class SettingsError(ValueError):
+    """A configuration variable is missing or malformed; the message names it."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/monokera"
+
+    # gateway
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    workers: Positive = 1
+    max_body_bytes: Positive = 64 * 1024
+    redis_timeout_s: PositiveFloat = 2.0
+    append_max_inflight: Positive = 4
+    retry_after_s: Positive = 1
+    access_log: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # flusher
+    consumer: str = ""
+    batch_size: Annotated[int, Meta(ge=1, le=50_000)] = 2000
+    batch_wait_ms: Positive = 50
+    claim_idle_ms: Positive = 30_000
+    reclaim_interval_s: PositiveFloat = 5.0
+    trim_interval_s: PositiveFloat = 1.0
+    stream_retain_s: Annotated[float, Meta(ge=0)] = 300.0
+    pg_retry_max_s: PositiveFloat = 5.0
+    shutdown_grace_s: PositiveFloat = 10.0
+
+    # embedded stack (`make run`, tests)
+    data_dir: str = ".data"
+    redis_appendfsync: Literal["always", "everysec", "no"] = "everysec"
+
+    def __post_init__(self) -> None:
+        _check_url("REDIS_URL", self.redis_url, {"redis", "rediss", "unix"})
+        _check_url("DATABASE_URL", self.database_url, {"postgres", "postgresql"})
+
+    @property
+    def consumer_name(self) -> str:
+        """Stable across restarts so a restarted flusher finds its own pending entries."""
+        return self.consumer or f"flusher-{socket.gethostname()}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in msgspec.structs.fields(cls):
+            var = env_name(field.name)
+            if var not in env:
+                continue
+            try:
+                values[field.name] = msgspec.convert(env[var], field.type, strict=False)
+            except msgspec.ValidationError as exc:
+                raise SettingsError(f"{var}={env[var]!r} is invalid: {exc}") from None
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except SettingsError:
+            raise
+        except (TypeError, ValueError) as exc:  # pragma: no cover - msgspec checked above
+            raise SettingsError(str(exc)) from None
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as environment variables, for child processes."""
+        out: dict[str, str] = {}
+        for field in msgspec.structs.fields(self):
+            value = getattr(self, field.name)
+            out[env_name(field.name)] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
+        return out
+
+
+def env_name(field: str) -> str:
+    return field.upper() if field in _UNPREFIXED else PREFIX + field.upper()
+
+
+def _check_url(var: str, url: str, schemes: set[str]) -> None:
+    scheme = urlsplit(url).scheme
+    if scheme not in schemes:
+        raise SettingsError(
+            f"{var}={redact(url)!r} is invalid: scheme must be one of {sorted(schemes)}"
+        )
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, safe to print or log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

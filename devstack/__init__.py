@@ -1,0 +1,1 @@
+"""Embedded Redis and PostgreSQL from PyPI wheels, for `make run` and the test suite."""

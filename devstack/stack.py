@@ -1,0 +1,63 @@
+"""The embedded stack: Redis and PostgreSQL from wheels, data in one folder, schema migrated."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from core.migrate import migrate
+from devstack.postgres_server import PostgresServer
+from devstack.processes import free_port
+from devstack.redis_server import RedisServer
+
+DATABASE = "monokera"
+
+
+@dataclass
+class EmbeddedStack:
+    data_dir: Path
+    redis_port: int | None = None
+    pg_port: int | None = None
+    appendfsync: str = "everysec"
+    durable: bool = True
+    redis: RedisServer = field(init=False)
+    postgres: PostgresServer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        self.redis = RedisServer(
+            self.data_dir / "redis", free_port(self.redis_port), appendfsync=self.appendfsync
+        )
+        self.postgres = PostgresServer(
+            self.data_dir / "postgres", free_port(self.pg_port), durable=self.durable
+        )
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis.url
+
+    @property
+    def database_url(self) -> str:
+        return self.postgres.url(DATABASE)
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.redis.start()
+        self.postgres.start()
+        self.postgres.create_database(DATABASE)
+        asyncio.run(migrate_url(self.database_url))
+
+    def stop(self) -> None:
+        self.postgres.stop()
+        self.redis.stop()
+
+
+async def migrate_url(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()

@@ -1,0 +1,43 @@
+"""What can go wrong in the flusher, split by what to do about it.
+
+FlusherError
+├── StoreUnavailable   PostgreSQL unreachable, restarting or shutting down: retry, ack nothing
+└── StreamUnavailable  Redis unreachable or failing: retry
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+
+class FlusherError(Exception):
+    pass
+
+
+class StoreUnavailable(FlusherError):
+    pass
+
+
+class StreamUnavailable(FlusherError):
+    pass
+
+
+PG_RETRYABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable
+    asyncio.TimeoutError,
+    asyncpg.InterfaceError,  # connection closed underneath us
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, disk full
+    asyncpg.exceptions.TransactionRollbackError,  # class 40: serialization failure, deadlock
+)
+
+REDIS_RETRYABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)

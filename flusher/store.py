@@ -1,0 +1,197 @@
+"""Bulk writes of purchases into PostgreSQL, idempotent on transaction_id.
+
+A batch is COPYed into a temporary table, then one statement inserts the new transactions
+(``ON CONFLICT DO NOTHING``) and, from exactly the rows it inserted, both ledger legs. A
+redelivered entry therefore writes nothing, and no leg is ever written without its twin.
+One unique violation would abort a plain COPY, hence the staging table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import asyncpg
+
+from core.events import PurchaseEvent
+from core.migrate import migrate
+from flusher.errors import PG_RETRYABLE, StoreUnavailable
+
+CREATE_STAGING: Final = """
+CREATE TEMP TABLE IF NOT EXISTS incoming (
+    seq              int         NOT NULL,
+    transaction_id   text        NOT NULL,
+    customer_name    text        NOT NULL,
+    customer_account text        NOT NULL,
+    seller_name      text        NOT NULL,
+    seller_account   text        NOT NULL,
+    amount           bigint      NOT NULL,
+    request_id       text        NOT NULL,
+    stream_entry_id  text        NOT NULL,
+    accepted_at      timestamptz NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+
+STAGING_COLUMNS: Final = (
+    "seq",
+    "transaction_id",
+    "customer_name",
+    "customer_account",
+    "seller_name",
+    "seller_account",
+    "amount",
+    "request_id",
+    "stream_entry_id",
+    "accepted_at",
+)
+
+INSERT_FROM_STAGING: Final = """
+WITH fresh AS (
+    INSERT INTO transactions (
+        transaction_id, customer_name, customer_account, seller_name, seller_account,
+        amount, request_id, stream_entry_id, accepted_at
+    )
+    SELECT DISTINCT ON (transaction_id)
+        transaction_id, customer_name, customer_account, seller_name, seller_account,
+        amount, request_id, stream_entry_id, accepted_at
+    FROM incoming
+    ORDER BY transaction_id, seq
+    ON CONFLICT (transaction_id) DO NOTHING
+    RETURNING transaction_id, customer_account, seller_account, amount, accepted_at
+)
+INSERT INTO ledger_entries (transaction_id, account, direction, amount, counterparty, accepted_at)
+SELECT transaction_id, customer_account, 'DEBIT', amount, seller_account, accepted_at FROM fresh
+UNION ALL
+SELECT transaction_id, seller_account, 'CREDIT', amount, customer_account, accepted_at FROM fresh
+"""
+
+REFUSED: Final = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+)
+"""Server errors that retrying the same rows cannot fix."""
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+INSERT_DEAD_LETTER: Final = """
+INSERT INTO dead_letters (stream_entry_id, payload, error) VALUES ($1, $2, $3)
+ON CONFLICT (stream_entry_id) DO NOTHING
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    entry_id: str
+    event: PurchaseEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    entry_id: str
+    payload: bytes
+    error: str
+
+
+@dataclass(slots=True)
+class WriteResult:
+    inserted: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+
+
+def staging_record(seq: int, item: Decoded) -> tuple[object, ...]:
+    e = item.event
+    return (
+        seq,
+        e.transaction_id,
+        e.customer_name,
+        e.debit.account,
+        e.seller_name,
+        e.credit.account,
+        e.amount,
+        e.request_id,
+        item.entry_id,
+        _EPOCH + timedelta(microseconds=e.accepted_at_us),
+    )
+
+
+class PurchaseStore:
+    """One connection, reopened when PostgreSQL comes back. One batch at a time."""
+
+    def __init__(self, dsn: str, *, timeout_s: float = 10.0) -> None:
+        self._dsn = dsn
+        self._timeout_s = timeout_s
+        self._conn: asyncpg.Connection | None = None
+
+    async def connect(self) -> asyncpg.Connection:
+        if self._conn is not None and not self._conn.is_closed():
+            return self._conn
+        try:
+            conn = await asyncpg.connect(self._dsn, timeout=self._timeout_s)
+            await migrate(conn)
+            await conn.execute(CREATE_STAGING)
+        except PG_RETRYABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
+        self._conn = conn
+        return conn
+
+    async def write(self, good: list[Decoded], bad: list[Undecodable]) -> WriteResult:
+        """Commit one batch; raises StoreUnavailable when it could not (nothing committed)."""
+        conn = await self.connect()
+        try:
+            try:
+                return await self._write(conn, good, bad)
+            except REFUSED:
+                return await self._write_one_by_one(conn, good, bad)
+        except PG_RETRYABLE as exc:
+            await self._discard(conn)
+            raise StoreUnavailable(f"PostgreSQL write failed: {exc!r}") from exc
+
+    async def _write(
+        self, conn: asyncpg.Connection, good: list[Decoded], bad: list[Undecodable]
+    ) -> WriteResult:
+        result = WriteResult()
+        async with conn.transaction():
+            if good:
+                await conn.copy_records_to_table(
+                    "incoming",
+                    records=[staging_record(i, item) for i, item in enumerate(good)],
+                    columns=STAGING_COLUMNS,
+                )
+                status = await conn.execute(INSERT_FROM_STAGING)
+                result.inserted = int(status.rsplit(" ", 1)[1]) // 2
+                result.duplicates = len(good) - result.inserted
+            if bad:
+                await conn.executemany(
+                    INSERT_DEAD_LETTER, [(b.entry_id, b.payload, b.error) for b in bad]
+                )
+                result.dead_letters = len(bad)
+        return result
+
+    async def _write_one_by_one(
+        self, conn: asyncpg.Connection, good: list[Decoded], bad: list[Undecodable]
+    ) -> WriteResult:
+        """A batch the database refused: store each entry alone, dead-letter the ones it refuses."""
+        total = WriteResult()
+        for item in good:
+            try:
+                one = await self._write(conn, [item], [])
+            except REFUSED as exc:
+                payload = repr(item.event).encode()
+                bad = [*bad, Undecodable(item.entry_id, payload, f"rejected by PostgreSQL: {exc}")]
+                continue
+            total.inserted += one.inserted
+            total.duplicates += one.duplicates
+        if bad:
+            total.dead_letters = (await self._write(conn, [], bad)).dead_letters
+        return total
+
+    async def _discard(self, conn: asyncpg.Connection) -> None:
+        self._conn = None
+        conn.terminate()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close(timeout=2)
+            self._conn = None

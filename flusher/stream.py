@@ -1,0 +1,117 @@
+"""The flusher's side of the Redis stream: read, acknowledge, reclaim, trim."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from core.constants import GROUP, PAYLOAD_FIELD, STREAM
+
+Entry = tuple[str, bytes | None]
+"""A stream entry id and its payload (None when the entry has no payload field)."""
+
+_FIELD = PAYLOAD_FIELD.encode()
+
+
+def parse_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def format_id(parts: tuple[int, int]) -> str:
+    return f"{parts[0]}-{parts[1]}"
+
+
+def _entries(raw: list[Any]) -> list[Entry]:
+    out: list[Entry] = []
+    for entry_id, fields in raw:
+        eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        # A pending entry that was trimmed or deleted comes back with no fields.
+        out.append((eid, (fields or {}).get(_FIELD)))
+    return out
+
+
+class GroupReader:
+    def __init__(self, redis: Redis, consumer: str, *, stream: str = STREAM, group: str = GROUP):
+        self.redis = redis
+        self.consumer = consumer
+        self.stream = stream
+        self.group = group
+        self._claim_cursor = "0-0"
+
+    async def ensure_group(self) -> bool:
+        """Create the group from the stream's start; True if it had to be created."""
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                return False
+            raise
+        return True
+
+    async def read(self, count: int, block_ms: int | None, *, pending: bool = False) -> list[Entry]:
+        """New entries (``>``), or with ``pending`` this consumer's own unacknowledged ones."""
+        response = await self.redis.xreadgroup(
+            self.group,
+            self.consumer,
+            {self.stream: "0" if pending else ">"},
+            count=count,
+            block=None if pending else block_ms,
+        )
+        if not response:
+            return []
+        return _entries(response[0][1])
+
+    async def claim_idle(self, min_idle_ms: int, count: int) -> list[Entry]:
+        """One XAUTOCLAIM step of entries other consumers left pending for too long."""
+        cursor, claimed, *_ = await self.redis.xautoclaim(
+            self.stream,
+            self.group,
+            self.consumer,
+            min_idle_time=min_idle_ms,
+            start_id=self._claim_cursor,
+            count=count,
+        )
+        self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else cursor
+        return _entries(claimed)
+
+    @property
+    def claim_sweep_done(self) -> bool:
+        return self._claim_cursor == "0-0"
+
+    async def ack(self, entry_ids: list[str]) -> int:
+        if not entry_ids:
+            return 0
+        return int(await self.redis.xack(self.stream, self.group, *entry_ids))
+
+    async def trim(self, retain_s: float) -> int:
+        """Trim below the oldest entry any group still needs, and below ``retain_s`` of age.
+
+        The group state is read atomically, last-delivered ids first: entries delivered
+        later have larger ids, so they are above the trim point whatever happens next.
+        """
+        groups = await self.redis.xinfo_groups(self.stream)
+        names = [g["name"] for g in groups]
+        if not names:
+            return 0
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xinfo_groups(self.stream)
+        for name in names:
+            pipe.xpending(self.stream, name)
+        infos, *pendings = await pipe.execute()
+        if [g["name"] for g in infos] != names:
+            return 0  # groups changed under us; try again next round
+        floor = parse_id(format_id((int((time.time() - retain_s) * 1000), 0)))
+        for info, pending in zip(infos, pendings, strict=True):
+            last = info["last-delivered-id"]
+            ms, seq = parse_id(last.decode() if isinstance(last, bytes) else last)
+            floor = min(floor, (ms, seq + 1))
+            if pending["pending"]:
+                low = pending["min"]
+                floor = min(floor, parse_id(low.decode() if isinstance(low, bytes) else low))
+        if floor <= (0, 1):
+            return 0
+        return int(await self.redis.xtrim(self.stream, minid=format_id(floor), approximate=True))

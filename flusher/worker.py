@@ -1,0 +1,210 @@
+"""The flusher: stream entries in, committed PostgreSQL rows out, acknowledged after commit.
+
+Each step is a method of its own (``read_batch``, ``write_batch``, ``ack``,
+``reclaim_idle``, ``trim``); ``run`` loops over them until stopped, ``drain`` runs them
+until nothing is left and returns, which is what tests and one-shot catch-ups use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+
+import msgspec
+from redis.exceptions import ResponseError
+
+from core.events import event_decoder
+from core.settings import Settings
+from flusher.errors import REDIS_RETRYABLE, StoreUnavailable, StreamUnavailable
+from flusher.store import Decoded, PurchaseStore, Undecodable, WriteResult
+from flusher.stream import Entry, GroupReader
+
+log = logging.getLogger("flusher")
+
+
+@dataclass(slots=True)
+class FlusherStats:
+    batches: int = 0
+    entries: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    acked: int = 0
+    reclaimed: int = 0
+    trimmed: int = 0
+    store_retries: int = 0
+    stream_retries: int = 0
+
+
+def decode_entries(entries: list[Entry]) -> tuple[list[Decoded], list[Undecodable]]:
+    good: list[Decoded] = []
+    bad: list[Undecodable] = []
+    for entry_id, payload in entries:
+        if payload is None:
+            bad.append(Undecodable(entry_id, b"", "entry has no payload (deleted or trimmed)"))
+            continue
+        try:
+            good.append(Decoded(entry_id, event_decoder.decode(payload)))
+        except msgspec.DecodeError as exc:
+            bad.append(Undecodable(entry_id, payload, f"undecodable event: {exc}"))
+    return good, bad
+
+
+class Flusher:
+    def __init__(self, settings: Settings, reader: GroupReader, store: PurchaseStore) -> None:
+        self.settings = settings
+        self.reader = reader
+        self.store = store
+        self.stats = FlusherStats()
+        self._stopping = asyncio.Event()
+
+    # -- steps ---------------------------------------------------------------------------
+
+    async def read_batch(self, *, pending: bool = False) -> list[Entry]:
+        return await self.reader.read(
+            self.settings.batch_size, self.settings.batch_wait_ms, pending=pending
+        )
+
+    async def write_batch(self, entries: list[Entry]) -> WriteResult:
+        """Commit the batch, retrying while PostgreSQL is away; StoreUnavailable if stopped."""
+        good, bad = decode_entries(entries)
+        delay = 0.05
+        while True:
+            try:
+                return await self.store.write(good, bad)
+            except StoreUnavailable as exc:
+                self.stats.store_retries += 1
+                if self._stopping.is_set():
+                    raise
+                log.warning("store unavailable, retrying in %.2fs: %s", delay, exc)
+                await self._sleep_unless_stopping(delay)
+                delay = min(delay * 2, self.settings.pg_retry_max_s)
+
+    async def ack(self, entries: list[Entry]) -> None:
+        """XACK after the commit; retried, since a lost ack only means a harmless redelivery."""
+        ids = [entry_id for entry_id, _ in entries]
+        delay = 0.05
+        while True:
+            try:
+                self.stats.acked += await self.reader.ack(ids)
+                return
+            except REDIS_RETRYABLE as exc:
+                self.stats.stream_retries += 1
+                if self._stopping.is_set():
+                    raise StreamUnavailable("could not acknowledge while stopping") from exc
+                log.warning("ack failed, retrying in %.2fs: %r", delay, exc)
+                await self._sleep_unless_stopping(delay)
+                delay = min(delay * 2, self.settings.pg_retry_max_s)
+
+    async def reclaim_idle(self) -> list[Entry]:
+        entries = await self.reader.claim_idle(
+            self.settings.claim_idle_ms, self.settings.batch_size
+        )
+        self.stats.reclaimed += len(entries)
+        return entries
+
+    async def trim(self) -> int:
+        trimmed = await self.reader.trim(self.settings.stream_retain_s)
+        self.stats.trimmed += trimmed
+        return trimmed
+
+    async def process(self, entries: list[Entry]) -> int:
+        if not entries:
+            return 0
+        result = await self.write_batch(entries)
+        await self.ack(entries)
+        self.stats.batches += 1
+        self.stats.entries += len(entries)
+        self.stats.inserted += result.inserted
+        self.stats.duplicates += result.duplicates
+        self.stats.dead_letters += result.dead_letters
+        return len(entries)
+
+    # -- loops ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        created = await self.reader.ensure_group()
+        if created:
+            log.info("created consumer group %s on %s", self.reader.group, self.reader.stream)
+        await self.store.connect()
+
+    async def finish_own_pending(self) -> int:
+        done = 0
+        while entries := await self.read_batch(pending=True):
+            done += await self.process(entries)
+        return done
+
+    async def reclaim_all(self) -> int:
+        done = 0
+        while True:
+            done += await self.process(await self.reclaim_idle())
+            if self.reader.claim_sweep_done:
+                return done
+
+    async def drain(self) -> int:
+        """Burst mode: own pending, idle ones of others, then new entries until none are left."""
+        await self.start()
+        done = await self.finish_own_pending() + await self.reclaim_all()
+        while entries := await self.reader.read(self.settings.batch_size, None):
+            done += await self.process(entries)
+        return done
+
+    async def run(self) -> None:
+        await self._retrying(self.start)
+        await self._retrying(self.finish_own_pending)
+        next_reclaim = next_trim = 0.0
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            if now >= next_reclaim:
+                await self._retrying(self.reclaim_all)
+                next_reclaim = now + self.settings.reclaim_interval_s
+            if now >= next_trim:
+                await self._retrying(self.trim)
+                next_trim = now + self.settings.trim_interval_s
+            await self._retrying(self._read_and_process)
+
+    async def _read_and_process(self) -> None:
+        try:
+            entries = await self.read_batch()
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            log.error("consumer group missing (stream deleted or Redis lost its data); recreating")
+            await self.reader.ensure_group()
+            return
+        await self.process(entries)
+
+    async def _retrying(self, step: Callable[[], Awaitable[object]]) -> None:
+        """Run one step, retrying with backoff while Redis or PostgreSQL is away."""
+        delay = 0.05
+        while not self._stopping.is_set():
+            try:
+                await step()
+                return
+            except StreamUnavailable:
+                return  # only raised once stopping
+            except (StoreUnavailable, *REDIS_RETRYABLE) as exc:
+                if self._stopping.is_set():
+                    return
+                self.stats.stream_retries += not isinstance(exc, StoreUnavailable)
+                log.warning("%s, retrying in %.2fs", exc, delay)
+            await self._sleep_unless_stopping(delay)
+            delay = min(delay * 2, self.settings.pg_retry_max_s)
+
+    async def _sleep_unless_stopping(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def stopped(self) -> None:
+        await self._stopping.wait()
+
+    def stop(self) -> None:
+        """Idempotent: finish the batch in hand, then return from ``run``."""
+        self._stopping.set()
+
+    def summary(self) -> dict[str, int]:
+        return asdict(self.stats)

@@ -1,0 +1,1 @@
+"""The HTTP edge: a framework-free ASGI app that turns purchases into Redis stream entries."""

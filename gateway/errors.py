@@ -1,0 +1,123 @@
+"""The errors a request can end in, mapped to HTTP in one place (``error_response``).
+
+HTTPError
+├── MalformedJSON          400
+├── NotFound               404
+├── MethodNotAllowed       405  (Allow)
+├── PayloadTooLarge        413
+├── UnsupportedMediaType   415
+├── InvalidPurchase        422
+└── ServiceUnavailable     503  (Retry-After)
+    └── StoreUnavailable        Redis unreachable or failing: nothing was acknowledged
+
+ClientDisconnected is not an HTTP error: the client left, there is nobody to answer.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from gateway.types import Headers
+
+
+class ErrorDetail(msgspec.Struct, omit_defaults=True):
+    path: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct):
+    error: str
+    message: str
+    details: list[ErrorDetail]
+
+
+class HTTPError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        details: list[ErrorDetail] | None = None,
+        headers: Headers | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+        self.headers = headers or []
+
+
+class MalformedJSON(HTTPError):
+    status = 400
+    code = "malformed_json"
+
+
+class NotFound(HTTPError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(HTTPError):
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, method: str, allowed: list[str]) -> None:
+        super().__init__(
+            f"method {method} is not allowed here; use {', '.join(allowed)}",
+            headers=[(b"allow", ", ".join(allowed).encode())],
+        )
+
+
+class PayloadTooLarge(HTTPError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(HTTPError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class InvalidPurchase(HTTPError):
+    status = 422
+    code = "validation_error"
+
+
+class ServiceUnavailable(HTTPError):
+    status = 503
+    code = "service_unavailable"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers=[(b"retry-after", str(retry_after_s).encode())])
+
+
+class StoreUnavailable(ServiceUnavailable):
+    code = "store_unavailable"
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the request body was complete."""
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def error_body(exc: HTTPError) -> bytes:
+    return _encoder.encode(ErrorBody(exc.code, exc.message, exc.details))
+
+
+def internal_error_body() -> bytes:
+    return _encoder.encode(ErrorBody("internal_error", "internal server error", []))
+
+
+def error_response(exc: HTTPError) -> tuple[int, Headers, bytes]:
+    return exc.status, exc.headers, error_body(exc)
+
+
+def details_from_validation(message: str) -> list[ErrorDetail]:
+    """msgspec ends a ValidationError with "- at `$.path`"; split that into a detail."""
+    text, sep, where = message.rpartition(" - at `")
+    if sep:
+        return [ErrorDetail(where.rstrip("`"), text)]
+    path = message.split(" ", 1)[0]
+    return [ErrorDetail(path if path.startswith("$") else "$", message)]

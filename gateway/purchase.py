@@ -1,0 +1,69 @@
+"""POST /purchase: decode, append both legs as one stream entry, answer the seed's body."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from core.events import encoder, event_from_request, request_decoder, response_for
+from gateway.appender import StreamAppender
+from gateway.body import declared_length, read_body
+from gateway.errors import (
+    InvalidPurchase,
+    MalformedJSON,
+    UnsupportedMediaType,
+    details_from_validation,
+)
+from gateway.request_ids import RequestIds
+from gateway.responses import send_response
+from gateway.types import Receive, Scope, Send
+
+
+class PurchaseHandler:
+    def __init__(
+        self, appender: StreamAppender, request_ids: RequestIds, max_body_bytes: int
+    ) -> None:
+        self._appender = appender
+        self._request_ids = request_ids
+        self._limit = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        content_type = content_length = client_request_id = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                content_length = value
+            elif name == b"x-request-id":
+                client_request_id = value
+        if content_type is not None and not is_json(content_type):
+            raise UnsupportedMediaType(
+                f"Content-Type must be application/json, got {content_type.decode('latin-1')!r}"
+            )
+        body = await read_body(receive, self._limit, declared_length(content_length))
+        try:
+            request = request_decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise InvalidPurchase(
+                "the purchase does not match the schema", details_from_validation(str(exc))
+            ) from None
+        except msgspec.DecodeError as exc:
+            raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
+
+        request_id = self._request_ids.accept_or_make(client_request_id)
+        event = event_from_request(request, request_id, time.time_ns() // 1000)
+        entry_id = await self._appender.append(encoder.encode(event))
+        await send_response(
+            send,
+            200,
+            encoder.encode(response_for(request)),
+            [(b"x-request-id", request_id.encode()), (b"x-stream-entry-id", entry_id)],
+        )
+
+
+def is_json(content_type: bytes) -> bool:
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )

@@ -1,0 +1,32 @@
+"""The gateway's Redis connection and the consumer group it appends for."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
+
+from core.constants import GROUP, STREAM
+from core.settings import Settings
+
+
+def connect(settings: Settings) -> Redis:
+    # No automatic retries: a re-sent XADD could append a purchase twice, and the caller
+    # already turns a failure into a 503 the client can retry knowingly.
+    return Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        max_connections=settings.append_max_inflight + 8,
+    )
+
+
+async def ensure_group(redis: Redis, stream: str = STREAM, group: str = GROUP) -> None:
+    """Create the consumer group from the stream's start, so no entry is ever skipped."""
+    try:
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
