@@ -37,7 +37,7 @@ class PurchaseHandler:
                 content_length = value
             elif name == b"x-request-id":
                 client_request_id = value
-        if content_type is not None and not is_json(content_type):
+        if content_type and not is_json(content_type):
             raise UnsupportedMediaType(
                 f"Content-Type must be application/json, got {content_type.decode('latin-1')!r}"
             )
@@ -50,6 +50,10 @@ class PurchaseHandler:
             ) from None
         except msgspec.DecodeError as exc:
             raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise MalformedJSON(
+                f"the body is not valid UTF-8: {exc.reason} at byte {exc.start}"
+            ) from None
 
         request_id = self._request_ids.accept_or_make(client_request_id)
         event = event_from_request(request, request_id, time.time_ns() // 1000)

@@ -1,0 +1,102 @@
+"""Test helpers: purchases, a real Granian gateway process, a real flusher process."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devstack.processes import free_port, stop_process
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ROOT.parent / "shared" / "seed"
+
+_ids = itertools.count(1)
+
+
+def purchase(
+    transaction_id: str | None = None,
+    *,
+    amount: int = 20000,
+    customer: str = "23131342342342321",
+    seller: str = "23132131",
+) -> dict[str, Any]:
+    return {
+        "transaction_id": transaction_id or f"tx-{os.getpid()}-{next(_ids)}",
+        "customer_info": {
+            "customer_name": "User 1",
+            "customer_account": customer,
+            "ammount": amount,
+        },
+        "seller_info": {"seller_name": "User 2", "seller_account": seller},
+    }
+
+
+class Process:
+    """A child process of ours with its output in a file, for real signals in fault tests."""
+
+    def __init__(self, args: list[str], env: Mapping[str, str], log: Path) -> None:
+        self.log = log
+        self._out = log.open("ab")
+        self.proc = subprocess.Popen(
+            args, env=dict(env), stdout=self._out, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        stop_process(self.proc, sig, timeout)
+        self._out.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+class Gateway(Process):
+    def __init__(self, env: Mapping[str, str], log: Path, workers: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [
+            sys.executable, "-m", "granian",
+            "--interface", "asgi", "--loop", "uvloop", "--no-ws",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--workers", str(workers),
+            "gateway.app:app",
+        ]  # fmt: skip
+        super().__init__(args, env, log)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited early:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"gateway not ready:\n{self.output()}")
+
+
+class FlusherProcess(Process):
+    def __init__(self, env: Mapping[str, str], log: Path) -> None:
+        super().__init__([sys.executable, "-m", "flusher"], env, log)
