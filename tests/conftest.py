@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 from redis.asyncio import Redis
 
@@ -18,7 +17,7 @@ from devstack.stack import EmbeddedStack
 from flusher.connections import open_flusher
 from flusher.worker import Flusher
 from gateway.redis_client import ensure_group
-from tests.helpers import Gateway
+from tests.helpers import Gateway, HttpClient
 
 TABLES = "transactions, ledger_entries, dead_letters"
 
@@ -98,10 +97,10 @@ def gateway(settings: Settings, workdir: Path) -> Iterator[Gateway]:
 
 
 @pytest.fixture
-async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=gateway.url, limits=limits, timeout=30) as c:
-        yield c
+async def client(gateway: Gateway) -> AsyncIterator[HttpClient]:
+    http = HttpClient(gateway.url)
+    yield http
+    await http.close()
 
 
 @pytest.fixture

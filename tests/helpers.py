@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
+from multidict import CIMultiDictProxy
 
 from devstack.processes import free_port, stop_process
 
@@ -89,9 +94,10 @@ class Gateway(Process):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited early:\n{self.output()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"gateway not ready:\n{self.output()}")
@@ -100,3 +106,58 @@ class Gateway(Process):
 class FlusherProcess(Process):
     def __init__(self, env: Mapping[str, str], log: Path) -> None:
         super().__init__([sys.executable, "-m", "flusher"], env, log)
+
+
+@dataclass(frozen=True)
+class Reply:
+    status_code: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    request_headers: CIMultiDictProxy[str]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
+
+class HttpClient:
+    """Real HTTP over aiohttp (httpx's pool collapses under thousands of concurrent requests).
+
+    Sends exactly the headers given: no Content-Type is added unless asked for.
+    """
+
+    def __init__(self, base_url: str, connections: int = 256) -> None:
+        self._session = aiohttp.ClientSession(
+            base_url, connector=aiohttp.TCPConnector(limit=connections)
+        )
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
+        send_headers = dict(headers or {})
+        data = content
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            send_headers.setdefault("Content-Type", "application/json")
+        async with self._session.request(
+            method, path, data=data, headers=send_headers, skip_auto_headers=("Content-Type",)
+        ) as resp:
+            return Reply(resp.status, resp.headers, await resp.read(), resp.request_info.headers)
+
+    async def post(self, path: str, json: Any = None, **kwargs: Any) -> Reply:
+        return await self.request("POST", path, json_body=json, **kwargs)
+
+    async def get(self, path: str, **kwargs: Any) -> Reply:
+        return await self.request("GET", path, **kwargs)
+
+    async def close(self) -> None:
+        await self._session.close()

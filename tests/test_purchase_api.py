@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 
-import httpx
 import pytest
 from redis.asyncio import Redis
 
 from core.constants import STREAM
-from tests.helpers import SEED, Gateway, purchase
+from tests.helpers import SEED, Gateway, HttpClient, Reply, purchase
 
 
 async def test_seed_example_round_trip_returns_the_seed_response(
-    client: httpx.AsyncClient, redis: Redis
+    client: HttpClient, redis: Redis
 ) -> None:
     body = (SEED / "ExampleRequest.json").read_bytes()
     response = await client.post(
@@ -29,7 +28,7 @@ async def test_seed_example_round_trip_returns_the_seed_response(
     assert len(entries) == 1
 
 
-async def test_one_stream_entry_carries_both_legs(client: httpx.AsyncClient, redis: Redis) -> None:
+async def test_one_stream_entry_carries_both_legs(client: HttpClient, redis: Redis) -> None:
     response = await client.post("/purchase", json=purchase("legs-1", amount=777))
     assert response.status_code == 200
     [(_, fields)] = await redis.xrange(STREAM)
@@ -39,22 +38,22 @@ async def test_one_stream_entry_carries_both_legs(client: httpx.AsyncClient, red
     assert event["request_id"] == response.headers["x-request-id"]
 
 
-async def test_client_request_id_is_echoed(client: httpx.AsyncClient) -> None:
+async def test_client_request_id_is_echoed(client: HttpClient) -> None:
     response = await client.post(
         "/purchase", json=purchase(), headers={"x-request-id": "client-abc-123"}
     )
     assert response.headers["x-request-id"] == "client-abc-123"
 
 
-async def test_missing_content_type_is_accepted_as_json(client: httpx.AsyncClient) -> None:
+async def test_missing_content_type_is_accepted_as_json(client: HttpClient) -> None:
     """The seed's gin service bound JSON whatever the header said; old clients keep working."""
     body = json.dumps(purchase()).encode()
     response = await client.post("/purchase", content=body)
-    assert "content-type" not in response.request.headers
+    assert "content-type" not in response.request_headers
     assert response.status_code == 200
 
 
-def assert_error(response: httpx.Response, status: int, code: str, path: str | None = None) -> None:
+def assert_error(response: Reply, status: int, code: str, path: str | None = None) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
     body = response.json()
@@ -65,14 +64,14 @@ def assert_error(response: httpx.Response, status: int, code: str, path: str | N
         assert [d["path"] for d in body["details"]] == [path], body
 
 
-async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
+async def test_malformed_json_is_400(client: HttpClient) -> None:
     response = await client.post(
         "/purchase", content=b'{"transaction_id": ', headers={"content-type": "application/json"}
     )
     assert_error(response, 400, "malformed_json")
 
 
-async def test_invalid_utf8_is_400(client: httpx.AsyncClient) -> None:
+async def test_invalid_utf8_is_400(client: HttpClient) -> None:
     response = await client.post(
         "/purchase",
         content=b'{"transaction_id": "\xff\xfe"}',
@@ -128,7 +127,7 @@ async def test_invalid_utf8_is_400(client: httpx.AsyncClient) -> None:
     ],
 )
 async def test_schema_violation_is_422_naming_the_field(
-    client: httpx.AsyncClient, redis: Redis, mutate: object, path: str
+    client: HttpClient, redis: Redis, mutate: object, path: str
 ) -> None:
     body = purchase()
     mutate(body)  # type: ignore[operator]
@@ -137,12 +136,12 @@ async def test_schema_violation_is_422_naming_the_field(
     assert await redis.xlen(STREAM) == 0
 
 
-async def test_non_object_json_is_422(client: httpx.AsyncClient) -> None:
+async def test_non_object_json_is_422(client: HttpClient) -> None:
     response = await client.post("/purchase", json=[1, 2])
     assert_error(response, 422, "validation_error", "$")
 
 
-async def test_non_json_content_type_is_415(client: httpx.AsyncClient) -> None:
+async def test_non_json_content_type_is_415(client: HttpClient) -> None:
     response = await client.post(
         "/purchase", content=b"a=1", headers={"content-type": "application/x-www-form-urlencoded"}
     )
@@ -150,7 +149,7 @@ async def test_non_json_content_type_is_415(client: httpx.AsyncClient) -> None:
 
 
 async def test_body_over_limit_announced_in_content_length_is_413(
-    client: httpx.AsyncClient,
+    client: HttpClient,
 ) -> None:
     body = b'{"transaction_id": "' + b"x" * 70_000 + b'"}'
     response = await client.post(
@@ -179,17 +178,17 @@ async def test_chunked_body_over_limit_is_413_before_the_body_ends(gateway: Gate
     assert body["error"] == "payload_too_large"
 
 
-async def test_unknown_path_is_404(client: httpx.AsyncClient) -> None:
+async def test_unknown_path_is_404(client: HttpClient) -> None:
     assert_error(await client.get("/nope"), 404, "not_found")
 
 
-async def test_wrong_method_is_405_with_allow(client: httpx.AsyncClient) -> None:
+async def test_wrong_method_is_405_with_allow(client: HttpClient) -> None:
     response = await client.get("/purchase")
     assert_error(response, 405, "method_not_allowed")
     assert response.headers["allow"] == "POST"
 
 
-async def test_server_keeps_serving_after_bad_input(client: httpx.AsyncClient) -> None:
+async def test_server_keeps_serving_after_bad_input(client: HttpClient) -> None:
     for bad in (b"{", b"\x00\x01", b"[]", b'{"a":' * 5000, b"null"):
         response = await client.post(
             "/purchase", content=bad, headers={"content-type": "application/json"}
@@ -198,7 +197,7 @@ async def test_server_keeps_serving_after_bad_input(client: httpx.AsyncClient) -
     assert (await client.post("/purchase", json=purchase())).status_code == 200
 
 
-async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:
+async def test_healthz_and_readyz(client: HttpClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200

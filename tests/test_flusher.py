@@ -1,0 +1,179 @@
+"""The flusher against real Redis and PostgreSQL: rows, legs, exactly-once, reclaim, trim."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from redis.asyncio import Redis
+
+from core.constants import GROUP, STREAM
+from core.migrate import migrate
+from flusher.stream import GroupReader
+from flusher.worker import Flusher
+from tests.helpers import HttpClient, purchase
+
+
+async def post_all(client: HttpClient, bodies: list[dict[str, object]]) -> list[str]:
+    responses = await asyncio.gather(*(client.post("/purchase", json=b) for b in bodies))
+    assert [r.status_code for r in responses] == [200] * len(bodies)
+    return [r.json()["transaction_id"] for r in responses]
+
+
+async def test_purchase_becomes_one_transaction_and_a_debit_and_a_credit(
+    client: HttpClient, flusher: Flusher, pg: asyncpg.Connection
+) -> None:
+    response = await client.post(
+        "/purchase", json=purchase("tx-legs", amount=4200, customer="buyer-1", seller="seller-9")
+    )
+    assert await flusher.drain() == 1
+
+    tx = await pg.fetchrow("SELECT * FROM transactions WHERE transaction_id = 'tx-legs'")
+    assert tx is not None
+    assert (tx["customer_account"], tx["seller_account"], tx["amount"]) == (
+        "buyer-1",
+        "seller-9",
+        4200,
+    )
+    assert tx["stream_entry_id"] == response.headers["x-stream-entry-id"]
+    assert tx["request_id"] == response.headers["x-request-id"]
+    assert tx["persisted_at"] >= tx["accepted_at"]
+    legs = await pg.fetch(
+        "SELECT account, direction, amount, counterparty FROM ledger_entries"
+        " WHERE transaction_id = 'tx-legs' ORDER BY direction DESC"
+    )
+    assert [tuple(r) for r in legs] == [
+        ("buyer-1", "DEBIT", 4200, "seller-9"),
+        ("seller-9", "CREDIT", 4200, "buyer-1"),
+    ]
+
+
+async def test_entries_are_acknowledged_only_after_they_are_committed(
+    client: HttpClient, flusher: Flusher, redis: Redis, pg: asyncpg.Connection
+) -> None:
+    await post_all(client, [purchase() for _ in range(5)])
+    await flusher.start()
+    entries = await flusher.read_batch()
+    assert len(entries) == 5
+    assert (await redis.xpending(STREAM, GROUP))["pending"] == 5
+    await flusher.write_batch(entries)
+    assert (await redis.xpending(STREAM, GROUP))["pending"] == 5  # committed, not yet acked
+    assert await pg.fetchval("SELECT count(*) FROM transactions") == 5
+    await flusher.ack(entries)
+    assert (await redis.xpending(STREAM, GROUP))["pending"] == 0
+
+
+async def test_redelivered_entry_is_not_written_twice(
+    client: HttpClient, flusher: Flusher, pg: asyncpg.Connection
+) -> None:
+    ids = await post_all(client, [purchase() for _ in range(20)])
+    await flusher.start()
+    entries = await flusher.read_batch()
+    await flusher.write_batch(entries)  # committed, then "crashed" before XACK
+
+    assert await flusher.drain() == 20  # own pending entries delivered again
+    assert flusher.stats.duplicates == 20
+    assert flusher.stats.inserted == 0
+    rows = await pg.fetch(
+        "SELECT transaction_id, count(*) AS n FROM ledger_entries GROUP BY transaction_id"
+    )
+    assert sorted(r["transaction_id"] for r in rows) == sorted(ids)
+    assert {r["n"] for r in rows} == {2}
+
+
+async def test_same_transaction_id_twice_keeps_the_first(
+    client: HttpClient, flusher: Flusher, pg: asyncpg.Connection
+) -> None:
+    first = await client.post("/purchase", json=purchase("tx-dup", amount=100))
+    await client.post("/purchase", json=purchase("tx-dup", amount=999))
+    await flusher.drain()
+    rows = await pg.fetch("SELECT amount, stream_entry_id FROM transactions")
+    assert [tuple(r) for r in rows] == [(100, first.headers["x-stream-entry-id"])]
+    assert await pg.fetchval("SELECT count(*) FROM ledger_entries") == 2
+
+
+async def test_entries_left_pending_by_a_dead_consumer_are_reclaimed(
+    client: HttpClient, flusher: Flusher, redis: Redis, pg: asyncpg.Connection
+) -> None:
+    ids = await post_all(client, [purchase() for _ in range(30)])
+    dead = GroupReader(redis, "dead-consumer")
+    assert len(await dead.read(100, None)) == 30  # delivered to a consumer that then died
+    await asyncio.sleep(flusher.settings.claim_idle_ms / 1000 + 0.1)
+
+    assert await flusher.drain() == 30
+    assert flusher.stats.reclaimed == 30
+    assert (await redis.xpending(STREAM, GROUP))["pending"] == 0
+    stored = await pg.fetch("SELECT transaction_id FROM transactions")
+    assert sorted(r["transaction_id"] for r in stored) == sorted(ids)
+
+
+async def test_entries_pending_on_a_live_consumer_are_left_alone(
+    client: HttpClient, flusher: Flusher, redis: Redis
+) -> None:
+    await post_all(client, [purchase() for _ in range(3)])
+    busy = GroupReader(redis, "busy-consumer")
+    await busy.read(100, None)
+    assert await flusher.drain() == 0  # not idle long enough to be taken over
+    pending = await redis.xpending(STREAM, GROUP)
+    assert pending["pending"] == 3
+
+
+async def test_trim_never_removes_an_unflushed_entry(
+    client: HttpClient, flusher: Flusher, redis: Redis
+) -> None:
+    await post_all(client, [purchase() for _ in range(1000)])
+    await flusher.start()
+    flushed: list[str] = []
+    while len(flushed) < 600:
+        entries = await flusher.reader.read(100, None)
+        await flusher.process(entries)
+        flushed += [e for e, _ in entries]
+    in_flight = await GroupReader(redis, "other").read(200, None)  # delivered, not acked
+    unflushed = {e for e, _ in in_flight} | {
+        (e.decode()) for e, _ in await redis.xrange(STREAM, f"({in_flight[-1][0]}", "+")
+    }
+    assert len(unflushed) == 400
+
+    trimmed = await flusher.trim()
+
+    remaining = {e.decode() for e, _ in await redis.xrange(STREAM)}
+    assert unflushed <= remaining
+    assert trimmed > 0
+    assert await redis.xlen(STREAM) == 1000 - trimmed
+
+
+async def test_trim_keeps_the_retention_window(
+    client: HttpClient, flusher: Flusher, redis: Redis
+) -> None:
+    await post_all(client, [purchase() for _ in range(300)])
+    await flusher.drain()
+    assert await flusher.reader.trim(retain_s=60) == 0
+    assert await redis.xlen(STREAM) == 300
+
+
+async def test_undecodable_entry_is_dead_lettered_and_does_not_block_the_rest(
+    client: HttpClient, flusher: Flusher, redis: Redis, pg: asyncpg.Connection
+) -> None:
+    bad_id = (await redis.xadd(STREAM, {"p": b"not an event"})).decode()
+    await client.post("/purchase", json=purchase("tx-after-bad"))
+    assert await flusher.drain() == 2
+    dead = await pg.fetch("SELECT stream_entry_id, payload, error FROM dead_letters")
+    assert [(r["stream_entry_id"], r["payload"]) for r in dead] == [(bad_id, b"not an event")]
+    assert "undecodable" in dead[0]["error"]
+    assert await pg.fetchval("SELECT transaction_id FROM transactions") == "tx-after-bad"
+    assert (await redis.xpending(STREAM, GROUP))["pending"] == 0
+
+
+async def test_consumer_group_is_recreated_from_the_start_if_it_vanished(
+    client: HttpClient, flusher: Flusher, redis: Redis, pg: asyncpg.Connection
+) -> None:
+    await redis.delete(STREAM)
+    await client.post("/purchase", json=purchase("tx-no-group"))  # stream re-created, no group
+    assert await flusher.drain() == 1
+    assert await pg.fetchval("SELECT count(*) FROM transactions") == 1
+
+
+async def test_migrations_apply_once(pg: asyncpg.Connection) -> None:
+    assert await migrate(pg) == []
+    versions = await pg.fetch("SELECT version FROM schema_migrations")
+    assert [r["version"] for r in versions] == ["001_purchases.sql"]
