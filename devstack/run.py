@@ -69,7 +69,7 @@ def main() -> int:
     settings = Settings.from_env(env)
     env.update(settings.as_env())
 
-    children: list[subprocess.Popen[bytes]] = []
+    children: dict[str, subprocess.Popen[bytes]] = {}
     stop_requested = False
 
     def request_stop(signum: int, frame: object) -> None:
@@ -79,9 +79,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        gateway = subprocess.Popen(gateway_command(settings), env=env)
-        children.append(gateway)
-        children.append(subprocess.Popen(flusher_command(), env=env))
+        children["gateway"] = subprocess.Popen(gateway_command(settings), env=env)
+        children["flusher"] = subprocess.Popen(flusher_command(), env=env)
         wait_until(lambda: port_accepts(settings.port), 30, "gateway listening")
         print(
             f"\nMonokera is up in {time.monotonic() - started:.1f}s\n"
@@ -93,17 +92,15 @@ def main() -> int:
             flush=True,
         )
         while not stop_requested:
-            for child in children:
+            for name, child in children.items():
                 if child.poll() is not None:
-                    print(
-                        f"make run: {child.args[2]} exited with {child.returncode}", file=sys.stderr
-                    )
+                    print(f"make run: {name} exited with {child.returncode}", file=sys.stderr)
                     return 1
             time.sleep(0.2)
         return 0
     finally:
         print("\nstopping: gateway, flusher, servers", flush=True)
-        for child in children:
+        for child in children.values():
             stop_process(child, signal.SIGTERM, timeout=settings.shutdown_grace_s + 5)
         if stack is not None:
             stack.stop()

@@ -54,7 +54,7 @@ class GroupReader:
 
     async def read(self, count: int, block_ms: int | None, *, pending: bool = False) -> list[Entry]:
         """New entries (``>``), or with ``pending`` this consumer's own unacknowledged ones."""
-        response = await self.redis.xreadgroup(
+        response: Any = await self.redis.xreadgroup(
             self.group,
             self.consumer,
             {self.stream: "0" if pending else ">"},

@@ -25,6 +25,8 @@ from flusher.stream import Entry, GroupReader
 
 log = logging.getLogger("flusher")
 
+RETRYABLE: tuple[type[BaseException], ...] = (StoreUnavailable, *REDIS_RETRYABLE)
+
 
 @dataclass(slots=True)
 class FlusherStats:
@@ -187,7 +189,7 @@ class Flusher:
                 return
             except StreamUnavailable:
                 return  # only raised once stopping
-            except (StoreUnavailable, *REDIS_RETRYABLE) as exc:
+            except RETRYABLE as exc:
                 if self._stopping.is_set():
                     return
                 self.stats.stream_retries += not isinstance(exc, StoreUnavailable)
