@@ -82,7 +82,12 @@ class PostgresServer:
             args += ["-c", "fsync=off", "-c", "full_page_writes=off"]
         try:
             self.proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, **self._run_as()
+                args,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in the terminal reaches the runner, not us
+                stdout=log,
+                stderr=log,
+                **self._run_as(),
             )  # type: ignore[call-overload]
         finally:
             os.close(log)

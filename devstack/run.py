@@ -51,25 +51,6 @@ def main() -> int:
         print(f"make run: configuration error: {exc}", file=sys.stderr)
         return 2
     started = time.monotonic()
-    env = dict(os.environ)
-    stack: EmbeddedStack | None = None
-    embedded = env_name("redis_url") not in env or env_name("database_url") not in env
-    if embedded:
-        stack = EmbeddedStack(
-            Path(settings.data_dir),
-            redis_port=DEFAULT_REDIS_PORT,
-            pg_port=DEFAULT_PG_PORT,
-            appendfsync=settings.redis_appendfsync,
-        )
-        stack.start()
-        env.setdefault("REDIS_URL", stack.redis_url)
-        env.setdefault("DATABASE_URL", stack.database_url)
-    else:
-        asyncio.run(migrate_url(env["DATABASE_URL"]))
-    settings = Settings.from_env(env)
-    env.update(settings.as_env())
-
-    children: dict[str, subprocess.Popen[bytes]] = {}
     stop_requested = False
 
     def request_stop(signum: int, frame: object) -> None:
@@ -78,16 +59,40 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+
+    env = dict(os.environ)
+    embed_redis = env_name("redis_url") not in env
+    embed_postgres = env_name("database_url") not in env
+    stack = EmbeddedStack(
+        Path(settings.data_dir),
+        redis_port=DEFAULT_REDIS_PORT,
+        pg_port=DEFAULT_PG_PORT,
+        appendfsync=settings.redis_appendfsync,
+    )
+    children: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        children["gateway"] = subprocess.Popen(gateway_command(settings), env=env)
-        children["flusher"] = subprocess.Popen(flusher_command(), env=env)
+        stack.start(redis=embed_redis, postgres=embed_postgres)
+        if embed_redis:
+            env["REDIS_URL"] = stack.redis_url
+        if embed_postgres:
+            env["DATABASE_URL"] = stack.database_url
+        else:
+            asyncio.run(migrate_url(env["DATABASE_URL"]))
+        settings = Settings.from_env(env)
+        env.update(settings.as_env())
+
+        # Own sessions: a Ctrl-C reaches this runner only, which then stops things in order.
+        children["gateway"] = subprocess.Popen(
+            gateway_command(settings), env=env, start_new_session=True
+        )
+        children["flusher"] = subprocess.Popen(flusher_command(), env=env, start_new_session=True)
         wait_until(lambda: port_accepts(settings.port), 30, "gateway listening")
         print(
             f"\nMonokera is up in {time.monotonic() - started:.1f}s\n"
             f"  gateway       http://{settings.host}:{settings.port}  (POST /purchase)\n"
-            f"  REDIS_URL     {redact(settings.redis_url)}\n"
-            f"  DATABASE_URL  {redact(settings.database_url)}\n"
-            f"  data          {Path(settings.data_dir).resolve() if embedded else '(external servers)'}\n"
+            f"  REDIS_URL     {redact(settings.redis_url)}{embedded_note(embed_redis)}\n"
+            f"  DATABASE_URL  {redact(settings.database_url)}{embedded_note(embed_postgres)}\n"
+            f"  data          {stack.data_dir}\n"
             "Ctrl-C stops everything.\n",
             flush=True,
         )
@@ -102,8 +107,11 @@ def main() -> int:
         print("\nstopping: gateway, flusher, servers", flush=True)
         for child in children.values():
             stop_process(child, signal.SIGTERM, timeout=settings.shutdown_grace_s + 5)
-        if stack is not None:
-            stack.stop()
+        stack.stop()
+
+
+def embedded_note(embedded: bool) -> str:
+    return "  (embedded)" if embedded else "  (external, from the environment)"
 
 
 if __name__ == "__main__":

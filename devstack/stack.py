@@ -43,14 +43,18 @@ class EmbeddedStack:
     def database_url(self) -> str:
         return self.postgres.url(DATABASE)
 
-    def start(self) -> None:
+    def start(self, *, redis: bool = True, postgres: bool = True) -> None:
+        """Start the servers asked for; PostgreSQL gets its database and the migrations."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.redis.start()
-        self.postgres.start()
-        self.postgres.create_database(DATABASE)
-        asyncio.run(migrate_url(self.database_url))
+        if redis:
+            self.redis.start()
+        if postgres:
+            self.postgres.start()
+            self.postgres.create_database(DATABASE)
+            asyncio.run(migrate_url(self.database_url))
 
     def stop(self) -> None:
+        """Stop whatever was started; safe to call more than once."""
         self.postgres.stop()
         self.redis.stop()
 
