@@ -9,6 +9,7 @@ SIGTERM it stops them in dependency order: gateway first (no new purchases), flu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -87,14 +88,13 @@ def main() -> int:
         )
         children["flusher"] = subprocess.Popen(flusher_command(), env=env, start_new_session=True)
         wait_until(lambda: port_accepts(settings.port), 30, "gateway listening")
-        print(
+        say(
             f"\nMonokera is up in {time.monotonic() - started:.1f}s\n"
             f"  gateway       http://{settings.host}:{settings.port}  (POST /purchase)\n"
             f"  REDIS_URL     {redact(settings.redis_url)}{embedded_note(embed_redis)}\n"
             f"  DATABASE_URL  {redact(settings.database_url)}{embedded_note(embed_postgres)}\n"
             f"  data          {stack.data_dir}\n"
-            "Ctrl-C stops everything.\n",
-            flush=True,
+            "Ctrl-C stops everything.\n"
         )
         while not stop_requested:
             for name, child in children.items():
@@ -104,10 +104,17 @@ def main() -> int:
             time.sleep(0.2)
         return 0
     finally:
-        print("\nstopping: gateway, flusher, servers", flush=True)
+        say("\nstopping: gateway, flusher, servers")
         for child in children.values():
             stop_process(child, signal.SIGTERM, timeout=settings.shutdown_grace_s + 5)
         stack.stop()
+        say("stopped; data kept for the next run")
+
+
+def say(text: str) -> None:
+    """Print, unless the terminal or pipe is gone (Ctrl-C also kills a `| tee`)."""
+    with contextlib.suppress(OSError):
+        print(text, flush=True)
 
 
 def embedded_note(embedded: bool) -> str:
