@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import msgspec
 from redis.asyncio import Redis
 
 from core.constants import STREAM
+from core.events import event_decoder
 from core.settings import Settings
 from devstack.processes import free_port
 from devstack.redis_server import RedisServer
@@ -49,7 +51,7 @@ async def test_redis_down_is_503_with_retry_after_and_the_gateway_recovers(
 
         check = Redis.from_url(own.url)
         ids = [
-            fields[b"p"].split(b'"transaction_id":"')[1].split(b'"')[0].decode()
+            event_decoder.decode(fields[b"p"]).transaction_id
             for _, fields in await check.xrange(STREAM)
         ]
         await check.aclose()
@@ -59,3 +61,50 @@ async def test_redis_down_is_503_with_retry_after_and_the_gateway_recovers(
         gateway.stop()
         own.stop()
     assert "Traceback" not in gateway.output()
+
+
+async def test_redis_killed_under_load_keeps_every_acknowledged_purchase(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Default mode (appendfsync everysec): Redis writes the AOF before it replies, so a
+    crash of the redis-server process loses nothing that was acknowledged."""
+    own = RedisServer(tmp_path / "redis", free_port(), appendfsync="everysec")
+    own.start()
+    try:
+        gateway = Gateway(
+            env_for(msgspec.structs.replace(settings, redis_url=own.url, redis_timeout_s=0.5)),
+            tmp_path / "gateway.log",
+        )
+    except BaseException:
+        own.kill()
+        raise
+    client = HttpClient(gateway.url)
+    try:
+        posts = [
+            asyncio.create_task(client.post("/purchase", json=purchase(f"crash-{i}")))
+            for i in range(3000)
+        ]
+        while sum(p.done() for p in posts) < 500:
+            await asyncio.sleep(0.005)
+        own.kill()
+        replies = await asyncio.gather(*posts)
+        acknowledged = {r.json()["transaction_id"] for r in replies if r.status_code == 200}
+        refused = [r for r in replies if r.status_code != 200]
+        assert len(acknowledged) >= 500
+        assert {r.status_code for r in refused} <= {503}
+
+        own.start()
+        check = Redis.from_url(own.url)
+        stored = {
+            event_decoder.decode(fields[b"p"]).transaction_id
+            for _, fields in await check.xrange(STREAM)
+        }
+        await check.aclose()
+        print(
+            f"\nredis SIGKILL: {len(acknowledged)} acknowledged, {len(refused)} refused, {len(acknowledged - stored)} acknowledged-but-lost, {len(stored - acknowledged)} stored-but-refused"
+        )
+        assert acknowledged <= stored
+    finally:
+        await client.close()
+        gateway.stop()
+        own.stop()
