@@ -25,20 +25,8 @@ DEFAULT_REDIS_PORT = 6390
 DEFAULT_PG_PORT = 5440
 
 
-def gateway_command(settings: Settings) -> list[str]:
-    cmd = [
-        sys.executable, "-m", "granian",
-        "--interface", "asgi",
-        "--loop", "uvloop",
-        "--host", settings.host,
-        "--port", str(settings.port),
-        "--workers", str(settings.workers),
-        "--no-ws",
-        "--log-level", settings.log_level.lower(),
-    ]  # fmt: skip
-    if settings.access_log:
-        cmd.append("--access-log")
-    return [*cmd, "gateway.app:app"]
+def gateway_command() -> list[str]:
+    return [sys.executable, "-m", "gateway"]
 
 
 def flusher_command() -> list[str]:
@@ -83,9 +71,7 @@ def main() -> int:
         env.update(settings.as_env())
 
         # Own sessions: a Ctrl-C reaches this runner only, which then stops things in order.
-        children["gateway"] = subprocess.Popen(
-            gateway_command(settings), env=env, start_new_session=True
-        )
+        children["gateway"] = subprocess.Popen(gateway_command(), env=env, start_new_session=True)
         children["flusher"] = subprocess.Popen(flusher_command(), env=env, start_new_session=True)
         wait_until(lambda: port_accepts(settings.port), 30, "gateway listening")
         say(

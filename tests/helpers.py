@@ -78,13 +78,9 @@ class Gateway(Process):
     def __init__(self, env: Mapping[str, str], log: Path, workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        args = [
-            sys.executable, "-m", "granian",
-            "--interface", "asgi", "--loop", "uvloop", "--no-ws",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--workers", str(workers),
-            "gateway.app:app",
-        ]  # fmt: skip
+        env = {**env, "MONOKERA_HOST": "127.0.0.1", "MONOKERA_PORT": str(self.port)}
+        env["MONOKERA_WORKERS"] = str(workers)
+        args = [sys.executable, "-m", "gateway"]
         super().__init__(args, env, log)
         self._wait_ready()
 

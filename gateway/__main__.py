@@ -1,0 +1,35 @@
+"""`python -m gateway`: serve the ASGI app on Granian with uvloop, configured by Settings."""
+
+from __future__ import annotations
+
+import sys
+
+from granian import Granian
+from granian.constants import Interfaces, Loops
+from granian.log import LogLevels
+
+from core.settings import Settings, SettingsError
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    Granian(
+        "gateway.app:app",
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        loop=Loops.uvloop,
+        workers=settings.workers,
+        websockets=False,
+        log_level=LogLevels(settings.log_level.lower()),
+        log_access=settings.access_log,
+    ).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
