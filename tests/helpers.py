@@ -22,7 +22,7 @@ from multidict import CIMultiDictProxy
 from devstack.processes import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED = ROOT.parent / "shared" / "seed"
+SEED = ROOT / "tests" / "seed"  # copies of ../shared/seed: the wire contract we keep
 
 _ids = itertools.count(1)
 
