@@ -13,3 +13,6 @@ PAYLOAD_FIELD: Final = "p"
 
 PG_MIGRATION_LOCK: Final = 0x4D4F4E4F
 """Advisory-lock key that serialises migrations between processes ("MONO")."""
+
+IDEMPOTENCY_PREFIX: Final = b"monokera:idem:"
+"""Prefix of the per-transaction_id keys that make retries safe (value: fingerprint|entry id)."""

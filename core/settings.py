@@ -39,6 +39,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_timeout_s: PositiveFloat = 2.0
     append_max_inflight: Positive = 4
     retry_after_s: Positive = 1
+    idempotency_ttl_s: Positive = 900
+    ack_replicas: Annotated[int, Meta(ge=0)] = 0
+    ack_replicas_timeout_ms: Positive = 100
     access_log: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

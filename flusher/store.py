@@ -58,12 +58,31 @@ WITH fresh AS (
     FROM incoming
     ORDER BY transaction_id, seq
     ON CONFLICT (transaction_id) DO NOTHING
-    RETURNING transaction_id, customer_account, seller_account, amount, accepted_at
+    RETURNING transaction_id, stream_entry_id, customer_account, seller_account, amount,
+              accepted_at
+), legs AS (
+    INSERT INTO ledger_entries (
+        transaction_id, account, direction, amount, counterparty, accepted_at
+    )
+    SELECT transaction_id, customer_account, 'DEBIT', amount, seller_account, accepted_at
+    FROM fresh
+    UNION ALL
+    SELECT transaction_id, seller_account, 'CREDIT', amount, customer_account, accepted_at
+    FROM fresh
+), duplicates AS (
+    -- Not inserted now, and not a redelivery of the entry that was inserted before.
+    INSERT INTO duplicate_entries (stream_entry_id, transaction_id, request_id, amount, accepted_at)
+    SELECT i.stream_entry_id, i.transaction_id, i.request_id, i.amount, i.accepted_at
+    FROM incoming i
+    WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f.stream_entry_id = i.stream_entry_id)
+      AND NOT EXISTS (
+          SELECT 1 FROM transactions t
+          WHERE t.transaction_id = i.transaction_id AND t.stream_entry_id = i.stream_entry_id
+      )
+    ON CONFLICT (stream_entry_id) DO NOTHING
+    RETURNING 1
 )
-INSERT INTO ledger_entries (transaction_id, account, direction, amount, counterparty, accepted_at)
-SELECT transaction_id, customer_account, 'DEBIT', amount, seller_account, accepted_at FROM fresh
-UNION ALL
-SELECT transaction_id, seller_account, 'CREDIT', amount, customer_account, accepted_at FROM fresh
+SELECT (SELECT count(*) FROM fresh) AS inserted, (SELECT count(*) FROM duplicates) AS duplicates
 """
 
 REFUSED: Final = (
@@ -96,7 +115,11 @@ class Undecodable:
 @dataclass(slots=True)
 class WriteResult:
     inserted: int = 0
+    """New purchases: one transaction row and two ledger legs each."""
     duplicates: int = 0
+    """Entries for a transaction_id stored from another entry (see duplicate_entries)."""
+    redelivered: int = 0
+    """Entries stored before, delivered again (a crash between commit and XACK)."""
     dead_letters: int = 0
 
 
@@ -159,9 +182,11 @@ class PurchaseStore:
                     records=[staging_record(i, item) for i, item in enumerate(good)],
                     columns=STAGING_COLUMNS,
                 )
-                status = await conn.execute(INSERT_FROM_STAGING)
-                result.inserted = int(status.rsplit(" ", 1)[1]) // 2
-                result.duplicates = len(good) - result.inserted
+                counts = await conn.fetchrow(INSERT_FROM_STAGING)
+                assert counts is not None  # the statement always returns one row
+                result.inserted = counts["inserted"]
+                result.duplicates = counts["duplicates"]
+                result.redelivered = len(good) - result.inserted - result.duplicates
             if bad:
                 await conn.executemany(
                     INSERT_DEAD_LETTER, [(b.entry_id, b.payload, b.error) for b in bad]
@@ -183,6 +208,7 @@ class PurchaseStore:
                 continue
             total.inserted += one.inserted
             total.duplicates += one.duplicates
+            total.redelivered += one.redelivered
         if bad:
             total.dead_letters = (await self._write(conn, [], bad)).dead_letters
         return total

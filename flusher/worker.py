@@ -34,6 +34,7 @@ class FlusherStats:
     entries: int = 0
     inserted: int = 0
     duplicates: int = 0
+    redelivered: int = 0
     dead_letters: int = 0
     acked: int = 0
     reclaimed: int = 0
@@ -123,6 +124,7 @@ class Flusher:
         self.stats.entries += len(entries)
         self.stats.inserted += result.inserted
         self.stats.duplicates += result.duplicates
+        self.stats.redelivered += result.redelivered
         self.stats.dead_letters += result.dead_letters
         return len(entries)
 

@@ -102,9 +102,13 @@ class App:
         await redis_client.ensure_group(self._redis)
         self._appender = StreamAppender(
             self._redis,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
             max_inflight=settings.append_max_inflight,
             retry_after_s=settings.retry_after_s,
+            ack_replicas=settings.ack_replicas,
+            ack_replicas_timeout_ms=settings.ack_replicas_timeout_ms,
         )
+        await self._appender.load_script()
         purchase = PurchaseHandler(self._appender, RequestIds(), settings.max_body_bytes)
         self._routes = {
             "/purchase": {"POST": purchase},
@@ -140,6 +144,8 @@ class App:
             f"monokera_stream_appends_total {stats.appends}",
             "# TYPE monokera_stream_append_failures_total counter",
             f"monokera_stream_append_failures_total {stats.failed}",
+            "# TYPE monokera_idempotent_replays_total counter",
+            f"monokera_idempotent_replays_total {stats.replays}",
             "# TYPE monokera_redis_append_round_trips_total counter",
             f"monokera_redis_append_round_trips_total {stats.round_trips}",
             "# TYPE monokera_stream_append_largest_batch gauge",

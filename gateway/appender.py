@@ -1,31 +1,55 @@
-"""Coalesced appends to the purchase stream.
+"""Coalesced, idempotent appends to the purchase stream.
 
 Every request that asks to append during one event-loop turn joins the same batch; the
-batch goes to Redis as one pipelined round trip and each request gets its own future back.
-While ``max_inflight`` round trips are already waiting on Redis, new appends keep joining
-the next batch, which is sent as soon as one returns: under load the batches grow instead
-of the round trips multiplying.
+batch goes to Redis as one script call (``append.lua``) in one round trip, and each request
+gets its own future back. While ``max_inflight`` round trips are already waiting on Redis,
+new appends keep joining the next batch, which is sent as soon as one returns: under load
+the batches grow instead of the round trips multiplying.
+
+The script checks each purchase's idempotency key and appends it in the same atomic step,
+so concurrent retries of one transaction_id produce exactly one stream entry.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from importlib.resources import files
 from typing import Final
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
-from core.constants import PAYLOAD_FIELD, STREAM
+from core.constants import IDEMPOTENCY_PREFIX, STREAM
 from gateway.errors import StoreUnavailable
 
-_FIELD: Final = PAYLOAD_FIELD.encode()
+APPEND_SCRIPT: Final = (files("gateway") / "append.lua").read_bytes()
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    entry_id: bytes
+    """The stream entry holding this purchase (the original one for a replay)."""
+    replayed: bool = False
+    """The transaction_id was already appended within the idempotency window."""
+    fingerprint: bytes = b""
+    """For a replay: the fingerprint the first request had."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    key: bytes
+    fingerprint: bytes
+    payload: bytes
+    future: asyncio.Future[Appended]
 
 
 class AppendStats:
-    __slots__ = ("appends", "failed", "largest_batch", "round_trips")
+    __slots__ = ("appends", "failed", "largest_batch", "replays", "round_trips")
 
     def __init__(self) -> None:
         self.appends = 0
+        self.replays = 0
         self.round_trips = 0
         self.largest_batch = 0
         self.failed = 0
@@ -33,23 +57,39 @@ class AppendStats:
 
 class StreamAppender:
     def __init__(
-        self, redis: Redis, *, stream: str = STREAM, max_inflight: int = 4, retry_after_s: int = 1
+        self,
+        redis: Redis,
+        *,
+        stream: str = STREAM,
+        idempotency_ttl_s: int = 900,
+        max_inflight: int = 4,
+        retry_after_s: int = 1,
+        ack_replicas: int = 0,
+        ack_replicas_timeout_ms: int = 100,
     ) -> None:
         self._redis = redis
         self._stream = stream.encode()
+        self._ttl = str(idempotency_ttl_s).encode()
         self._max_inflight = max_inflight
         self._retry_after_s = retry_after_s
-        self._batch: list[tuple[bytes, asyncio.Future[bytes]]] = []
+        self._ack_replicas = ack_replicas
+        self._ack_replicas_timeout_ms = ack_replicas_timeout_ms
+        self._sha: str | None = None
+        self._batch: list[Pending] = []
         self._scheduled = False
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = AppendStats()
 
-    async def append(self, payload: bytes) -> bytes:
-        """Append one entry; returns its stream id once Redis has confirmed it."""
+    async def load_script(self) -> None:
+        self._sha = str(await self._redis.script_load(APPEND_SCRIPT))
+
+    async def append(self, transaction_id: str, fingerprint: bytes, payload: bytes) -> Appended:
+        """Append one purchase unless its transaction_id is known; once Redis confirmed it."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[bytes] = loop.create_future()
-        self._batch.append((payload, future))
+        future: asyncio.Future[Appended] = loop.create_future()
+        key = IDEMPOTENCY_PREFIX + transaction_id.encode()
+        self._batch.append(Pending(key, fingerprint, payload, future))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._dispatch)
@@ -65,41 +105,64 @@ class StreamAppender:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[tuple[bytes, asyncio.Future[bytes]]]) -> None:
+    async def _send(self, batch: list[Pending]) -> None:
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            for payload, _ in batch:
-                pipe.execute_command("XADD", self._stream, "*", _FIELD, payload)
             try:
-                ids = await pipe.execute(raise_on_error=False)
+                results = await self._call(batch)
             except (RedisError, OSError) as exc:
-                self.stats.failed += len(batch)
-                reason = f"purchase store unavailable: {type(exc).__name__}"
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(StoreUnavailable(reason, self._retry_after_s))
+                self._fail(batch, f"purchase store unavailable: {type(exc).__name__}")
                 return
             self.stats.round_trips += 1
             self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
-            for (_, future), entry_id in zip(batch, ids, strict=True):
-                if future.done():
-                    continue
-                if isinstance(entry_id, Exception):
-                    self.stats.failed += 1
-                    future.set_exception(
-                        StoreUnavailable(
-                            f"purchase store refused the append: {entry_id}", self._retry_after_s
-                        )
-                    )
+            for item, result in zip(batch, results, strict=True):
+                if item.future.done():
+                    continue  # the client went away; the purchase is appended all the same
+                fingerprint, sep, entry_id = result.rpartition(b"|")
+                if sep:
+                    self.stats.replays += 1
+                    item.future.set_result(Appended(entry_id, True, fingerprint))
                 else:
                     self.stats.appends += 1
-                    future.set_result(entry_id)
+                    item.future.set_result(Appended(result))
         finally:
             self._inflight -= 1
             if self._batch and not self._scheduled:
                 self._scheduled = True
                 asyncio.get_running_loop().call_soon(self._dispatch)
 
+    async def _call(self, batch: list[Pending]) -> list[bytes]:
+        keys: list[bytes] = [self._stream]
+        args: list[bytes] = [self._ttl]
+        for item in batch:
+            keys.append(item.key)
+            args.append(item.fingerprint)
+            args.append(item.payload)
+        if self._sha is None:
+            await self.load_script()
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
+        if self._ack_replicas:
+            pipe.execute_command("WAIT", self._ack_replicas, self._ack_replicas_timeout_ms)
+        try:
+            replies = await pipe.execute()
+        except NoScriptError:
+            # Redis restarted or flushed its scripts: nothing ran, so running again is safe.
+            await self.load_script()
+            return await self._call(batch)
+        if self._ack_replicas and int(replies[1]) < self._ack_replicas:
+            raise ReplicationLag(f"{replies[1]} of {self._ack_replicas} replicas confirmed")
+        return list(replies[0])
+
+    def _fail(self, batch: list[Pending], reason: str) -> None:
+        self.stats.failed += len(batch)
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(StoreUnavailable(reason, self._retry_after_s))
+
     async def close(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class ReplicationLag(RedisError):
+    """Appended on the primary, but fewer replicas than required confirmed it in time."""

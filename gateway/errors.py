@@ -4,6 +4,7 @@ HTTPError
 ├── MalformedJSON          400
 ├── NotFound               404
 ├── MethodNotAllowed       405  (Allow)
+├── IdempotencyConflict    409  same transaction_id, different purchase
 ├── PayloadTooLarge        413
 ├── UnsupportedMediaType   415
 ├── InvalidPurchase        422
@@ -66,6 +67,11 @@ class MethodNotAllowed(HTTPError):
             f"method {method} is not allowed here; use {', '.join(allowed)}",
             headers=[(b"allow", ", ".join(allowed).encode())],
         )
+
+
+class IdempotencyConflict(HTTPError):
+    status = 409
+    code = "idempotency_conflict"
 
 
 class PayloadTooLarge(HTTPError):

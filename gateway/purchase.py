@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from hashlib import blake2b
+from typing import Final
 
 import msgspec
 
@@ -10,6 +12,8 @@ from core.events import encoder, event_from_request, request_decoder, response_f
 from gateway.appender import StreamAppender
 from gateway.body import declared_length, read_body
 from gateway.errors import (
+    ErrorDetail,
+    IdempotencyConflict,
     InvalidPurchase,
     MalformedJSON,
     UnsupportedMediaType,
@@ -18,6 +22,8 @@ from gateway.errors import (
 from gateway.request_ids import RequestIds
 from gateway.responses import send_response
 from gateway.types import Receive, Scope, Send
+
+REPLAYED: Final = (b"idempotent-replayed", b"true")
 
 
 class PurchaseHandler:
@@ -57,13 +63,23 @@ class PurchaseHandler:
 
         request_id = self._request_ids.accept_or_make(client_request_id)
         event = event_from_request(request, request_id, time.time_ns() // 1000)
-        entry_id = await self._appender.append(encoder.encode(event))
-        await send_response(
-            send,
-            200,
-            encoder.encode(response_for(request)),
-            [(b"x-request-id", request_id.encode()), (b"x-stream-entry-id", entry_id)],
+        fingerprint = blake2b(encoder.encode(request), digest_size=16).hexdigest().encode()
+        appended = await self._appender.append(
+            request.transaction_id, fingerprint, encoder.encode(event)
         )
+        headers = [
+            (b"x-request-id", request_id.encode()),
+            (b"x-stream-entry-id", appended.entry_id),
+        ]
+        if appended.replayed:
+            if appended.fingerprint != fingerprint:
+                raise IdempotencyConflict(
+                    f"transaction_id {request.transaction_id!r} was already used for a"
+                    " different purchase",
+                    [ErrorDetail("$.transaction_id", "already used with a different body")],
+                )
+            headers.append(REPLAYED)
+        await send_response(send, 200, encoder.encode(response_for(request)), headers)
 
 
 def is_json(content_type: bytes) -> bool:

@@ -19,7 +19,7 @@ from flusher.worker import Flusher
 from gateway.redis_client import ensure_group
 from tests.helpers import Gateway, HttpClient
 
-TABLES = "transactions, ledger_entries, dead_letters"
+TABLES = "transactions, ledger_entries, dead_letters, duplicate_entries"
 
 
 @pytest.fixture(scope="session")

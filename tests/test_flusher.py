@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import asyncpg
 from redis.asyncio import Redis
 
-from core.constants import GROUP, STREAM
+from core.constants import GROUP, IDEMPOTENCY_PREFIX, STREAM
+from core.events import encoder, event_from_request, request_decoder
 from core.migrate import migrate
 from flusher.stream import GroupReader
 from flusher.worker import Flusher
@@ -72,8 +74,10 @@ async def test_redelivered_entry_is_not_written_twice(
     await flusher.write_batch(entries)  # committed, then "crashed" before XACK
 
     assert await flusher.drain() == 20  # own pending entries delivered again
-    assert flusher.stats.duplicates == 20
+    assert flusher.stats.redelivered == 20
     assert flusher.stats.inserted == 0
+    assert flusher.stats.duplicates == 0
+    assert await pg.fetchval("SELECT count(*) FROM duplicate_entries") == 0
     rows = await pg.fetch(
         "SELECT transaction_id, count(*) AS n FROM ledger_entries GROUP BY transaction_id"
     )
@@ -81,15 +85,39 @@ async def test_redelivered_entry_is_not_written_twice(
     assert {r["n"] for r in rows} == {2}
 
 
-async def test_same_transaction_id_twice_keeps_the_first(
-    client: HttpClient, flusher: Flusher, pg: asyncpg.Connection
+async def test_transaction_id_seen_past_the_idempotency_window_is_recorded_not_written(
+    client: HttpClient, flusher: Flusher, redis: Redis, pg: asyncpg.Connection
 ) -> None:
-    first = await client.post("/purchase", json=purchase("tx-dup", amount=100))
-    await client.post("/purchase", json=purchase("tx-dup", amount=999))
+    first = await client.post("/purchase", json=purchase("tx-late-retry", amount=100))
     await flusher.drain()
+    await redis.delete(IDEMPOTENCY_PREFIX + b"tx-late-retry")  # the window has passed
+    late = await client.post("/purchase", json=purchase("tx-late-retry", amount=999))
+    assert late.status_code == 200
+    assert "idempotent-replayed" not in late.headers
+    await flusher.drain()
+
     rows = await pg.fetch("SELECT amount, stream_entry_id FROM transactions")
     assert [tuple(r) for r in rows] == [(100, first.headers["x-stream-entry-id"])]
     assert await pg.fetchval("SELECT count(*) FROM ledger_entries") == 2
+    dup = await pg.fetchrow("SELECT * FROM duplicate_entries")
+    assert dup is not None
+    assert (dup["stream_entry_id"], dup["amount"]) == (late.headers["x-stream-entry-id"], 999)
+    assert flusher.stats.duplicates == 1
+
+
+async def test_two_entries_of_one_transaction_in_one_batch_write_the_first(
+    flusher: Flusher, redis: Redis, pg: asyncpg.Connection
+) -> None:
+    events = [
+        event_from_request(
+            request_decoder.decode(json.dumps(purchase("tx-twice", amount=a))), "r", 1
+        )
+        for a in (5, 6)
+    ]
+    ids = [(await redis.xadd(STREAM, {"p": encoder.encode(e)})).decode() for e in events]
+    assert await flusher.drain() == 2
+    assert await pg.fetchval("SELECT amount FROM transactions") == 5
+    assert await pg.fetchval("SELECT stream_entry_id FROM duplicate_entries") == ids[1]
 
 
 async def test_entries_left_pending_by_a_dead_consumer_are_reclaimed(
@@ -175,5 +203,5 @@ async def test_consumer_group_is_recreated_from_the_start_if_it_vanished(
 
 async def test_migrations_apply_once(pg: asyncpg.Connection) -> None:
     assert await migrate(pg) == []
-    versions = await pg.fetch("SELECT version FROM schema_migrations")
-    assert [r["version"] for r in versions] == ["001_purchases.sql"]
+    versions = await pg.fetch("SELECT version FROM schema_migrations ORDER BY version")
+    assert [r["version"] for r in versions] == ["001_purchases.sql", "002_duplicate_entries.sql"]
