@@ -13,21 +13,21 @@ from core.settings import Settings
 from gateway import redis_client
 from gateway.appender import StreamAppender
 from gateway.errors import (
+    INTERNAL_ERROR,
     ClientDisconnected,
     HTTPError,
     MethodNotAllowed,
     NotFound,
     error_response,
-    internal_error_body,
 )
 from gateway.purchase import PurchaseHandler
 from gateway.request_ids import RequestIds
-from gateway.responses import CONTENT_TYPE_TEXT, send_response
-from gateway.types import Message, Receive, Scope, Send
+from gateway.responses import CONTENT_TYPE_TEXT, Response, json_response, send_response
+from gateway.types import Receive, Scope, Send
 
 log = logging.getLogger("gateway")
 
-Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+Handler = Callable[[Scope, Receive], Awaitable[Response]]
 
 _OK = msgspec.json.encode({"status": "ok"})
 
@@ -47,13 +47,6 @@ class App:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
         try:
             methods = self._routes.get(scope["path"])
             if methods is None:
@@ -61,19 +54,18 @@ class App:
             handler = methods.get(scope["method"])
             if handler is None:
                 raise MethodNotAllowed(scope["method"], sorted(methods))
-            await handler(scope, receive, tracking_send)
+            response = await handler(scope, receive)
         except HTTPError as exc:
-            if started:
-                raise
-            status, headers, body = error_response(exc)
-            await send_response(send, status, body, headers)
+            response = error_response(exc)
         except ClientDisconnected:
             return
         except Exception:
+            # Handlers send nothing themselves, so nothing was sent yet: answer, then re-raise
+            # so the server logs it.
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            if not started:
-                await send_response(send, 500, internal_error_body())
+            await send_response(send, INTERNAL_ERROR)
             raise
+        await send_response(send, response)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -123,20 +115,19 @@ class App:
         if self._redis is not None:
             await self._redis.aclose()
 
-    async def _healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_response(send, 200, _OK)
+    async def _healthz(self, scope: Scope, receive: Receive) -> Response:
+        return json_response(200, _OK)
 
-    async def _readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _readyz(self, scope: Scope, receive: Receive) -> Response:
         assert self._redis is not None
         try:
             await self._redis.ping()
         except (RedisError, OSError) as exc:
             body = msgspec.json.encode({"status": "unavailable", "redis": type(exc).__name__})
-            await send_response(send, 503, body, [(b"retry-after", b"1")])
-            return
-        await send_response(send, 200, msgspec.json.encode({"status": "ready", "redis": "ok"}))
+            return json_response(503, body, (b"retry-after", b"1"))
+        return json_response(200, msgspec.json.encode({"status": "ready", "redis": "ok"}))
 
-    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _metrics(self, scope: Scope, receive: Receive) -> Response:
         assert self._appender is not None
         stats = self._appender.stats
         lines = [
@@ -151,9 +142,7 @@ class App:
             "# TYPE monokera_stream_append_largest_batch gauge",
             f"monokera_stream_append_largest_batch {stats.largest_batch}",
         ]
-        await send_response(
-            send, 200, ("\n".join(lines) + "\n").encode(), content_type=CONTENT_TYPE_TEXT
-        )
+        return Response(200, ("\n".join(lines) + "\n").encode(), [CONTENT_TYPE_TEXT])
 
 
 app = App()

@@ -16,8 +16,11 @@ ClientDisconnected is not an HTTP error: the client left, there is nobody to ans
 
 from __future__ import annotations
 
+from typing import Final
+
 import msgspec
 
+from gateway.responses import Response, json_response
 from gateway.types import Headers
 
 
@@ -108,16 +111,15 @@ class ClientDisconnected(Exception):
 _encoder = msgspec.json.Encoder()
 
 
-def error_body(exc: HTTPError) -> bytes:
-    return _encoder.encode(ErrorBody(exc.code, exc.message, exc.details))
+def error_response(exc: HTTPError) -> Response:
+    """The one place an error becomes an HTTP response."""
+    body = _encoder.encode(ErrorBody(exc.code, exc.message, exc.details))
+    return json_response(exc.status, body, *exc.headers)
 
 
-def internal_error_body() -> bytes:
-    return _encoder.encode(ErrorBody("internal_error", "internal server error", []))
-
-
-def error_response(exc: HTTPError) -> tuple[int, Headers, bytes]:
-    return exc.status, exc.headers, error_body(exc)
+INTERNAL_ERROR: Final = json_response(
+    500, _encoder.encode(ErrorBody("internal_error", "internal server error", []))
+)
 
 
 def details_from_validation(message: str) -> list[ErrorDetail]:

@@ -20,8 +20,8 @@ from gateway.errors import (
     details_from_validation,
 )
 from gateway.request_ids import RequestIds
-from gateway.responses import send_response
-from gateway.types import Receive, Scope, Send
+from gateway.responses import Response
+from gateway.types import Receive, Scope
 
 REPLAYED: Final = (b"idempotent-replayed", b"true")
 
@@ -34,7 +34,7 @@ class PurchaseHandler:
         self._request_ids = request_ids
         self._limit = max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive) -> Response:
         content_type = content_length = client_request_id = None
         for name, value in scope["headers"]:
             if name == b"content-type":
@@ -79,7 +79,7 @@ class PurchaseHandler:
                     [ErrorDetail("$.transaction_id", "already used with a different body")],
                 )
             headers.append(REPLAYED)
-        await send_response(send, 200, encoder.encode(response_for(request)), headers)
+        return Response(200, encoder.encode(response_for(request)), headers)
 
 
 def is_json(content_type: bytes) -> bool:
