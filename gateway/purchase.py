@@ -20,7 +20,7 @@ from gateway.errors import (
     details_from_validation,
 )
 from gateway.request_ids import RequestIds
-from gateway.responses import Response
+from gateway.responses import CONTENT_TYPE_JSON, Response
 from gateway.types import Receive, Scope
 
 REPLAYED: Final = (b"idempotent-replayed", b"true")
@@ -68,6 +68,7 @@ class PurchaseHandler:
             request.transaction_id, fingerprint, encoder.encode(event)
         )
         headers = [
+            CONTENT_TYPE_JSON,
             (b"x-request-id", request_id.encode()),
             (b"x-stream-entry-id", appended.entry_id),
         ]
