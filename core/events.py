@@ -14,8 +14,10 @@ from typing import Annotated, Final, Literal
 import msgspec
 from msgspec import Meta
 
-TransactionId = Annotated[str, Meta(min_length=1, max_length=64)]
-Name = Annotated[str, Meta(min_length=1, max_length=200)]
+# No control characters: PostgreSQL text cannot hold NUL, and none belongs in an id or a name.
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+TransactionId = Annotated[str, Meta(min_length=1, max_length=64, pattern=_PRINTABLE)]
+Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=_PRINTABLE)]
 Account = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
 Amount = Annotated[int, Meta(gt=0, le=10**15, description="minor units")]
 Direction = Literal["DEBIT", "CREDIT"]
@@ -81,8 +83,8 @@ class PurchaseEvent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     customer_name: Name
     seller_name: Name
     legs: tuple[Leg, Leg]
-    request_id: str
-    accepted_at_us: int
+    request_id: Annotated[str, Meta(max_length=64, pattern=_PRINTABLE)]
+    accepted_at_us: Annotated[int, Meta(ge=0, lt=253_402_300_800_000_000)]  # before year 10000
 
     @property
     def debit(self) -> Leg:

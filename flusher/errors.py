@@ -34,6 +34,8 @@ PG_RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # class 57: shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, disk full
     asyncpg.exceptions.TransactionRollbackError,  # class 40: serialization failure, deadlock
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # 25006: a standby, mid-failover
+    asyncpg.exceptions.LockNotAvailableError,  # 55P03: lock_timeout
 )
 
 REDIS_RETRYABLE: tuple[type[BaseException], ...] = (

@@ -142,20 +142,31 @@ def staging_record(seq: int, item: Decoded) -> tuple[object, ...]:
 class PurchaseStore:
     """One connection, reopened when PostgreSQL comes back. One batch at a time."""
 
-    def __init__(self, dsn: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, dsn: str, *, timeout_s: float = 10.0, command_timeout_s: float = 60.0):
         self._dsn = dsn
         self._timeout_s = timeout_s
+        # A PostgreSQL that hangs without closing the connection must not hang the flusher:
+        # past this a statement fails, the connection is dropped and the batch retried.
+        self._command_timeout_s = command_timeout_s
         self._conn: asyncpg.Connection | None = None
 
     async def connect(self) -> asyncpg.Connection:
         if self._conn is not None and not self._conn.is_closed():
             return self._conn
         try:
-            conn = await asyncpg.connect(self._dsn, timeout=self._timeout_s)
-            await migrate(conn)
-            await conn.execute(CREATE_STAGING)
+            conn = await asyncpg.connect(
+                self._dsn, timeout=self._timeout_s, command_timeout=self._command_timeout_s
+            )
         except PG_RETRYABLE as exc:
             raise StoreUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
+        try:
+            await migrate(conn)
+            await conn.execute(CREATE_STAGING)
+        except BaseException as exc:
+            conn.terminate()
+            if isinstance(exc, PG_RETRYABLE):
+                raise StoreUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
+            raise
         self._conn = conn
         return conn
 
@@ -204,7 +215,8 @@ class PurchaseStore:
                 one = await self._write(conn, [item], [])
             except REFUSED as exc:
                 payload = repr(item.event).encode()
-                bad = [*bad, Undecodable(item.entry_id, payload, f"rejected by PostgreSQL: {exc}")]
+                reason = f"rejected by PostgreSQL: {exc}".replace("\x00", "\\0")
+                bad = [*bad, Undecodable(item.entry_id, payload, reason)]
                 continue
             total.inserted += one.inserted
             total.duplicates += one.duplicates

@@ -25,10 +25,17 @@ def format_id(parts: tuple[int, int]) -> str:
     return f"{parts[0]}-{parts[1]}"
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _entries(raw: list[Any]) -> list[Entry]:
     out: list[Entry] = []
-    for entry_id, fields in raw:
-        eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    for item in raw:
+        if not item or item[0] is None:
+            continue  # Redis 6.2 XAUTOCLAIM: a nil for an entry deleted meanwhile
+        entry_id, fields = item
+        eid = _text(entry_id)
         # A pending entry that was trimmed or deleted comes back with no fields.
         out.append((eid, (fields or {}).get(_FIELD)))
     return out
@@ -66,8 +73,12 @@ class GroupReader:
         return _entries(response[0][1])
 
     async def claim_idle(self, min_idle_ms: int, count: int) -> list[Entry]:
-        """One XAUTOCLAIM step of entries other consumers left pending for too long."""
-        cursor, claimed, *_ = await self.redis.xautoclaim(
+        """One XAUTOCLAIM step of entries other consumers left pending for too long.
+
+        Entries deleted from the stream while pending come back without a payload, so the
+        flusher dead-letters them instead of losing track of them.
+        """
+        reply: Any = await self.redis.xautoclaim(
             self.stream,
             self.group,
             self.consumer,
@@ -75,8 +86,10 @@ class GroupReader:
             start_id=self._claim_cursor,
             count=count,
         )
-        self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else cursor
-        return _entries(claimed)
+        cursor, claimed = reply[0], reply[1]
+        deleted = reply[2] if len(reply) > 2 else []  # Redis 7: ids already gone
+        self._claim_cursor = _text(cursor)
+        return _entries(claimed) + [(_text(d), None) for d in deleted]
 
     @property
     def claim_sweep_done(self) -> bool:
@@ -93,7 +106,7 @@ class GroupReader:
         The group state is read atomically, last-delivered ids first: entries delivered
         later have larger ids, so they are above the trim point whatever happens next.
         """
-        groups = await self.redis.xinfo_groups(self.stream)
+        groups: Any = await self.redis.xinfo_groups(self.stream)
         names = [g["name"] for g in groups]
         if not names:
             return 0
@@ -115,3 +128,9 @@ class GroupReader:
         if floor <= (0, 1):
             return 0
         return int(await self.redis.xtrim(self.stream, minid=format_id(floor), approximate=True))
+
+
+def is_missing_stream(exc: ResponseError) -> bool:
+    """The stream or the group is gone (deleted, or Redis restarted without its data)."""
+    text = str(exc)
+    return text.startswith(("NOGROUP", "UNBLOCKED")) or "no such key" in text

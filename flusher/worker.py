@@ -21,7 +21,7 @@ from core.events import event_decoder
 from core.settings import Settings
 from flusher.errors import REDIS_RETRYABLE, StoreUnavailable, StreamUnavailable
 from flusher.store import Decoded, PurchaseStore, Undecodable, WriteResult
-from flusher.stream import Entry, GroupReader
+from flusher.stream import Entry, GroupReader, is_missing_stream
 
 log = logging.getLogger("flusher")
 
@@ -39,6 +39,7 @@ class FlusherStats:
     acked: int = 0
     reclaimed: int = 0
     trimmed: int = 0
+    groups_recreated: int = 0
     store_retries: int = 0
     stream_retries: int = 0
 
@@ -52,7 +53,7 @@ def decode_entries(entries: list[Entry]) -> tuple[list[Decoded], list[Undecodabl
             continue
         try:
             good.append(Decoded(entry_id, event_decoder.decode(payload)))
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
             bad.append(Undecodable(entry_id, payload, f"undecodable event: {exc}"))
     return good, bad
 
@@ -143,11 +144,15 @@ class Flusher:
         return done
 
     async def reclaim_all(self) -> int:
+        """Sweep the whole pending list once, taking over what idled too long."""
         done = 0
         while True:
             done += await self.process(await self.reclaim_idle())
             if self.reader.claim_sweep_done:
-                return done
+                break
+        # Redis 6.2 claims entries deleted meanwhile without returning them; as our own
+        # pending entries they come back, payload-less, to be dead-lettered.
+        return done + await self.finish_own_pending()
 
     async def drain(self) -> int:
         """Burst mode: own pending, idle ones of others, then new entries until none are left."""
@@ -172,15 +177,7 @@ class Flusher:
             await self._retrying(self._read_and_process)
 
     async def _read_and_process(self) -> None:
-        try:
-            entries = await self.read_batch()
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            log.error("consumer group missing (stream deleted or Redis lost its data); recreating")
-            await self.reader.ensure_group()
-            return
-        await self.process(entries)
+        await self.process(await self.read_batch())
 
     async def _retrying(self, step: Callable[[], Awaitable[object]]) -> None:
         """Run one step, retrying with backoff while Redis or PostgreSQL is away."""
@@ -191,6 +188,17 @@ class Flusher:
                 return
             except StreamUnavailable:
                 return  # only raised once stopping
+            except ResponseError as exc:
+                if not is_missing_stream(exc):
+                    raise
+                self.stats.groups_recreated += 1
+                log.error(
+                    "stream or consumer group %s missing (deleted, or Redis lost its data):"
+                    " recreating it from the start of the stream: %s",
+                    self.reader.group,
+                    exc,
+                )
+                await self.reader.ensure_group()
             except RETRYABLE as exc:
                 if self._stopping.is_set():
                     return

@@ -6,14 +6,20 @@ import asyncio
 import json
 
 import asyncpg
+import pytest
 from redis.asyncio import Redis
 
 from core.constants import GROUP, IDEMPOTENCY_PREFIX, STREAM
 from core.events import encoder, event_from_request, request_decoder
 from core.migrate import migrate
+from core.settings import Settings
+from devstack.processes import free_port
+from flusher.errors import StoreUnavailable
+from flusher.store import PurchaseStore
 from flusher.stream import GroupReader
 from flusher.worker import Flusher
 from tests.helpers import HttpClient, purchase
+from tests.reconcile import wait_for_rows
 
 
 async def post_all(client: HttpClient, bodies: list[dict[str, object]]) -> list[str]:
@@ -48,6 +54,24 @@ async def test_purchase_becomes_one_transaction_and_a_debit_and_a_credit(
         ("buyer-1", "DEBIT", 4200, "seller-9"),
         ("seller-9", "CREDIT", 4200, "buyer-1"),
     ]
+
+
+async def test_a_batch_that_cannot_be_committed_is_not_acknowledged(
+    client: HttpClient, flusher: Flusher, redis: Redis, settings: Settings
+) -> None:
+    await post_all(client, [purchase() for _ in range(5)])
+    await flusher.start()
+    entries = await flusher.read_batch()
+    dead_port = free_port()
+    down = Flusher(
+        flusher.settings,
+        flusher.reader,
+        PurchaseStore(f"postgresql://postgres@127.0.0.1:{dead_port}/x", timeout_s=1),
+    )
+    down.stop()  # so the write gives up at once instead of retrying
+    with pytest.raises(StoreUnavailable):
+        await down.process(entries)
+    assert (await redis.xpending(STREAM, GROUP))["pending"] == 5
 
 
 async def test_entries_are_acknowledged_only_after_they_are_committed(
@@ -190,6 +214,48 @@ async def test_undecodable_entry_is_dead_lettered_and_does_not_block_the_rest(
     assert "undecodable" in dead[0]["error"]
     assert await pg.fetchval("SELECT transaction_id FROM transactions") == "tx-after-bad"
     assert (await redis.xpending(STREAM, GROUP))["pending"] == 0
+
+
+async def test_entry_with_invalid_utf8_is_dead_lettered(
+    flusher: Flusher, redis: Redis, pg: asyncpg.Connection
+) -> None:
+    await redis.xadd(STREAM, {"p": b'{"transaction_id": "\xff\xfe"}'})
+    assert await flusher.drain() == 1
+    assert await pg.fetchval("SELECT count(*) FROM dead_letters") == 1
+    assert (await redis.xpending(STREAM, GROUP))["pending"] == 0
+
+
+async def test_pending_entry_deleted_from_the_stream_is_dead_lettered_not_lost_track_of(
+    client: HttpClient, flusher: Flusher, redis: Redis, pg: asyncpg.Connection
+) -> None:
+    await post_all(client, [purchase() for _ in range(3)])
+    [(gone, _), *_] = await GroupReader(redis, "dead-consumer").read(10, None)
+    await redis.xdel(STREAM, gone)
+    await asyncio.sleep(flusher.settings.claim_idle_ms / 1000 + 0.1)
+
+    assert await flusher.drain() == 3
+    assert await pg.fetchval("SELECT count(*) FROM transactions") == 2
+    dead = await pg.fetchrow("SELECT stream_entry_id, error FROM dead_letters")
+    assert dead is not None
+    assert dead["stream_entry_id"] == gone
+    assert "deleted" in dead["error"]
+    assert (await redis.xpending(STREAM, GROUP))["pending"] == 0
+
+
+async def test_running_flusher_recreates_a_deleted_stream_group_and_keeps_going(
+    client: HttpClient, flusher: Flusher, redis: Redis, settings: Settings
+) -> None:
+    running = asyncio.create_task(flusher.run())
+    try:
+        await client.post("/purchase", json=purchase("before-delete"))
+        await wait_for_rows(settings.database_url, 1)
+        await redis.delete(STREAM)
+        await client.post("/purchase", json=purchase("after-delete"))
+        await wait_for_rows(settings.database_url, 2, timeout=10)
+    finally:
+        flusher.stop()
+        await running
+    assert flusher.stats.groups_recreated >= 1
 
 
 async def test_consumer_group_is_recreated_from_the_start_if_it_vanished(

@@ -91,6 +91,11 @@ async def test_invalid_utf8_is_400(client: HttpClient) -> None:
         (lambda p: p.update(transaction_id=""), "$.transaction_id"),
         (lambda p: p.update(transaction_id="x" * 65), "$.transaction_id"),
         (lambda p: p["customer_info"].update(customer_name=""), "$.customer_info.customer_name"),
+        (
+            lambda p: p["customer_info"].update(customer_name="a\u0000b"),
+            "$.customer_info.customer_name",
+        ),
+        (lambda p: p.update(transaction_id="tx\n1"), "$.transaction_id"),
         (lambda p: p["seller_info"].update(seller_name="n" * 201), "$.seller_info.seller_name"),
         (lambda p: p["seller_info"].update(seller_account="12 34"), "$.seller_info.seller_account"),
         (
@@ -117,6 +122,8 @@ async def test_invalid_utf8_is_400(client: HttpClient) -> None:
         "id-empty",
         "id-too-long",
         "name-empty",
+        "name-with-nul",
+        "id-with-newline",
         "name-too-long",
         "account-bad-chars",
         "account-too-long",
