@@ -40,6 +40,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     append_max_inflight: Positive = 4
     retry_after_s: Positive = 1
     idempotency_ttl_s: Positive = 900
+    append_max_pending: Positive = 10_000
+    backlog_max_age_s: PositiveFloat = 300.0
+    backlog_max_length: Positive = 5_000_000
+    backlog_check_interval_s: PositiveFloat = 0.25
     ack_replicas: Annotated[int, Meta(ge=0)] = 0
     ack_replicas_timeout_ms: Positive = 100
     access_log: bool = False

@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 from devstack.processes import (
-    make_reachable,
+    allow_traverse,
+    hand_over,
     package_dir,
     port_accepts,
     service_user,
@@ -51,8 +52,8 @@ class PostgresServer:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._user is not None:
-            make_reachable(self.data_dir, self._user)
-            make_reachable(POSTGRES_BIN_PATH.parent, self._user)
+            hand_over(self.data_dir, self._user)
+            allow_traverse(POSTGRES_BIN_PATH)  # read and run, not own: root runs these too
         args = [
             str(POSTGRES_BIN_PATH / "initdb"),
             "-D", str(self.data_dir),

@@ -95,14 +95,18 @@ def service_user() -> pwd.struct_passwd | None:
         return pwd.getpwnam(SERVICE_USER)
 
 
-def make_reachable(path: Path, user: pwd.struct_passwd) -> None:
-    """Let ``user`` own ``path`` and traverse every folder above it (adds only o+x)."""
+def allow_traverse(path: Path) -> None:
+    """Let other users reach ``path``: adds o+x, and only that, to each folder above it."""
     for parent in reversed(path.resolve().parents):
         mode = parent.stat().st_mode
         if not mode & 0o001:
             os.chmod(parent, mode | 0o001)
-    for root, dirs, files in os.walk(path):
+
+
+def hand_over(path: Path, user: pwd.struct_passwd) -> None:
+    """Give ``user`` the folder ``path`` and everything in it, and a way to reach it."""
+    allow_traverse(path)
+    for root, _dirs, files in os.walk(path):
         os.chown(root, user.pw_uid, user.pw_gid)
         for name in files:
             os.chown(os.path.join(root, name), user.pw_uid, user.pw_gid)
-        del dirs  # os.walk still descends; chown happens as it visits them

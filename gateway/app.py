@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from core.settings import Settings
 from gateway import redis_client
 from gateway.appender import StreamAppender
+from gateway.backlog import BacklogMonitor
 from gateway.errors import (
     INTERNAL_ERROR,
     ClientDisconnected,
@@ -29,15 +30,22 @@ log = logging.getLogger("gateway")
 
 Handler = Callable[[Scope, Receive], Awaitable[Response]]
 
-_OK = msgspec.json.encode({"status": "ok"})
+_encoder = msgspec.json.Encoder()
+_OK = _encoder.encode({"status": "ok"})
 
 
 class App:
     def __init__(self, settings: Settings | None = None) -> None:
         self._settings = settings
         self._redis: Redis | None = None
+        self._control: Redis | None = None
         self._appender: StreamAppender | None = None
+        self._backlog: BacklogMonitor | None = None
         self._routes: dict[str, dict[str, Handler]] = {}
+
+    @property
+    def _retry_after_s(self) -> int:
+        return self._settings.retry_after_s if self._settings else 1
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -90,18 +98,39 @@ class App:
             level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
         self._redis = redis_client.connect(settings)
-        await self._redis.ping()
-        await redis_client.ensure_group(self._redis)
+        # A separate small pool for readiness and backlog checks: they never queue behind,
+        # or take connections from, the appends.
+        self._control = redis_client.connect(settings, max_connections=2)
         self._appender = StreamAppender(
             self._redis,
             idempotency_ttl_s=settings.idempotency_ttl_s,
             max_inflight=settings.append_max_inflight,
+            max_pending=settings.append_max_pending,
             retry_after_s=settings.retry_after_s,
             ack_replicas=settings.ack_replicas,
             ack_replicas_timeout_ms=settings.ack_replicas_timeout_ms,
         )
-        await self._appender.load_script()
-        purchase = PurchaseHandler(self._appender, RequestIds(), settings.max_body_bytes)
+        self._backlog = BacklogMonitor(
+            self._control,
+            max_age_s=settings.backlog_max_age_s,
+            max_length=settings.backlog_max_length,
+            interval_s=settings.backlog_check_interval_s,
+        )
+        try:
+            await redis_client.ensure_group(self._redis)
+            await self._appender.load_script()
+            await self._backlog.check()
+        except (RedisError, OSError) as exc:
+            # Start anyway: purchases get a 503 and /readyz says why until Redis is back.
+            log.warning("Redis not reachable at start (%r); serving 503s until it is", exc)
+        self._backlog.start()
+        purchase = PurchaseHandler(
+            self._appender,
+            self._backlog,
+            RequestIds(),
+            max_body_bytes=settings.max_body_bytes,
+            retry_after_s=settings.retry_after_s,
+        )
         self._routes = {
             "/purchase": {"POST": purchase},
             "/healthz": {"GET": self._healthz},
@@ -110,22 +139,39 @@ class App:
         }
 
     async def shutdown(self) -> None:
+        if self._backlog is not None:
+            await self._backlog.stop()
         if self._appender is not None:
             await self._appender.close()
-        if self._redis is not None:
-            await self._redis.aclose()
+        for client in (self._redis, self._control):
+            if client is not None:
+                await client.aclose()
 
     async def _healthz(self, scope: Scope, receive: Receive) -> Response:
         return json_response(200, _OK)
 
     async def _readyz(self, scope: Scope, receive: Receive) -> Response:
-        assert self._redis is not None
+        """Ready: Redis answers and the backlog is under its limits."""
+        assert self._control is not None and self._backlog is not None
+        retry = (b"retry-after", str(self._retry_after_s).encode())
         try:
-            await self._redis.ping()
+            await self._control.ping()
         except (RedisError, OSError) as exc:
-            body = msgspec.json.encode({"status": "unavailable", "redis": type(exc).__name__})
-            return json_response(503, body, (b"retry-after", b"1"))
-        return json_response(200, msgspec.json.encode({"status": "ready", "redis": "ok"}))
+            body = _encoder.encode({"status": "unavailable", "redis": type(exc).__name__})
+            return json_response(503, body, retry)
+        backlog = self._backlog.last
+        report: dict[str, object] = {"status": "ready", "redis": "ok"}
+        if backlog is not None:
+            report["backlog"] = {
+                "oldest_unflushed_age_s": round(backlog.oldest_unflushed_age_s, 3),
+                "stream_length": backlog.stream_length,
+                "pending": backlog.pending,
+            }
+        if self._backlog.refusal is not None:
+            report["status"] = "overloaded"
+            report["reason"] = self._backlog.refusal
+            return json_response(503, _encoder.encode(report), retry)
+        return json_response(200, _encoder.encode(report))
 
     async def _metrics(self, scope: Scope, receive: Receive) -> Response:
         assert self._appender is not None

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from core.constants import IDEMPOTENCY_PREFIX, STREAM
-from gateway.errors import StoreUnavailable
+from gateway.errors import Overloaded, StoreUnavailable
 
 APPEND_SCRIPT: Final = (files("gateway") / "append.lua").read_bytes()
 
@@ -63,6 +63,7 @@ class StreamAppender:
         stream: str = STREAM,
         idempotency_ttl_s: int = 900,
         max_inflight: int = 4,
+        max_pending: int = 10_000,
         retry_after_s: int = 1,
         ack_replicas: int = 0,
         ack_replicas_timeout_ms: int = 100,
@@ -71,6 +72,7 @@ class StreamAppender:
         self._stream = stream.encode()
         self._ttl = str(idempotency_ttl_s).encode()
         self._max_inflight = max_inflight
+        self._max_pending = max_pending
         self._retry_after_s = retry_after_s
         self._ack_replicas = ack_replicas
         self._ack_replicas_timeout_ms = ack_replicas_timeout_ms
@@ -86,6 +88,10 @@ class StreamAppender:
 
     async def append(self, transaction_id: str, fingerprint: bytes, payload: bytes) -> Appended:
         """Append one purchase unless its transaction_id is known; once Redis confirmed it."""
+        if len(self._batch) >= self._max_pending:
+            raise Overloaded(
+                f"{len(self._batch)} purchases already waiting for Redis", self._retry_after_s
+            )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Appended] = loop.create_future()
         key = IDEMPOTENCY_PREFIX + transaction_id.encode()
@@ -112,6 +118,10 @@ class StreamAppender:
             except (RedisError, OSError) as exc:
                 self._fail(batch, f"purchase store unavailable: {type(exc).__name__}")
                 return
+            except BaseException:
+                # Cancelled at shutdown, or a bug: nobody may wait forever for an answer.
+                self._fail(batch, "purchase store call did not complete")
+                raise
             self.stats.round_trips += 1
             self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
             for item, result in zip(batch, results, strict=True):
@@ -160,8 +170,12 @@ class StreamAppender:
                 item.future.set_exception(StoreUnavailable(reason, self._retry_after_s))
 
     async def close(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Send what is queued, then wait for every round trip in flight."""
+        while self._batch or self._tasks:
+            if self._batch and self._inflight < self._max_inflight:
+                self._dispatch()
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
 
 
 class ReplicationLag(RedisError):

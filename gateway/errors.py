@@ -9,7 +9,8 @@ HTTPError
 ├── UnsupportedMediaType   415
 ├── InvalidPurchase        422
 └── ServiceUnavailable     503  (Retry-After)
-    └── StoreUnavailable        Redis unreachable or failing: nothing was acknowledged
+    ├── StoreUnavailable        Redis unreachable or failing: nothing was acknowledged
+    └── Overloaded              backlog past its limits, or too many appends waiting
 
 ClientDisconnected is not an HTTP error: the client left, there is nobody to answer.
 """
@@ -102,6 +103,10 @@ class ServiceUnavailable(HTTPError):
 
 class StoreUnavailable(ServiceUnavailable):
     code = "store_unavailable"
+
+
+class Overloaded(ServiceUnavailable):
+    code = "overloaded"
 
 
 class ClientDisconnected(Exception):

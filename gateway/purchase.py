@@ -10,12 +10,14 @@ import msgspec
 
 from core.events import encoder, event_from_request, request_decoder, response_for
 from gateway.appender import StreamAppender
+from gateway.backlog import BacklogMonitor
 from gateway.body import declared_length, read_body
 from gateway.errors import (
     ErrorDetail,
     IdempotencyConflict,
     InvalidPurchase,
     MalformedJSON,
+    Overloaded,
     UnsupportedMediaType,
     details_from_validation,
 )
@@ -28,13 +30,23 @@ REPLAYED: Final = (b"idempotent-replayed", b"true")
 
 class PurchaseHandler:
     def __init__(
-        self, appender: StreamAppender, request_ids: RequestIds, max_body_bytes: int
+        self,
+        appender: StreamAppender,
+        backlog: BacklogMonitor,
+        request_ids: RequestIds,
+        *,
+        max_body_bytes: int,
+        retry_after_s: int,
     ) -> None:
         self._appender = appender
+        self._backlog = backlog
+        self._retry_after_s = retry_after_s
         self._request_ids = request_ids
         self._limit = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive) -> Response:
+        if self._backlog.refusal is not None:
+            raise Overloaded(self._backlog.refusal, self._retry_after_s)
         content_type = content_length = client_request_id = None
         for name, value in scope["headers"]:
             if name == b"content-type":

@@ -11,7 +11,7 @@ from core.constants import GROUP, STREAM
 from core.settings import Settings
 
 
-def connect(settings: Settings) -> Redis:
+def connect(settings: Settings, max_connections: int | None = None) -> Redis:
     # No automatic retries: a re-sent XADD could append a purchase twice, and the caller
     # already turns a failure into a 503 the client can retry knowingly.
     return Redis.from_url(
@@ -19,7 +19,7 @@ def connect(settings: Settings) -> Redis:
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
         retry=Retry(NoBackoff(), 0),
-        max_connections=settings.append_max_inflight + 8,
+        max_connections=max_connections or settings.append_max_inflight + 2,
     )
 
 
