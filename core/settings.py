@@ -59,6 +59,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stream_retain_s: Annotated[float, Meta(ge=0)] = 300.0
     pg_retry_max_s: PositiveFloat = 5.0
     pg_command_timeout_s: PositiveFloat = 60.0
+    pg_idle_in_transaction_timeout_s: PositiveFloat = 30.0
     shutdown_grace_s: PositiveFloat = 10.0
 
     # embedded stack (`make run`, tests)

@@ -19,7 +19,11 @@ async def open_flusher(settings: Settings) -> tuple[Flusher, Callable[[], Awaita
         socket_timeout=settings.redis_timeout_s + settings.batch_wait_ms / 1000,
         socket_connect_timeout=settings.redis_timeout_s,
     )
-    store = PurchaseStore(settings.database_url, command_timeout_s=settings.pg_command_timeout_s)
+    store = PurchaseStore(
+        settings.database_url,
+        command_timeout_s=settings.pg_command_timeout_s,
+        idle_in_transaction_timeout_s=settings.pg_idle_in_transaction_timeout_s,
+    )
     flusher = Flusher(settings, GroupReader(redis, settings.consumer_name), store)
 
     async def close() -> None:

@@ -93,6 +93,10 @@ REFUSED: Final = (
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
+INSERT_INCIDENT: Final = """
+INSERT INTO stream_incidents (consumer, reason, last_committed_entry_id) VALUES ($1, $2, $3)
+"""
+
 INSERT_DEAD_LETTER: Final = """
 INSERT INTO dead_letters (stream_entry_id, payload, error) VALUES ($1, $2, $3)
 ON CONFLICT (stream_entry_id) DO NOTHING
@@ -142,9 +146,21 @@ def staging_record(seq: int, item: Decoded) -> tuple[object, ...]:
 class PurchaseStore:
     """One connection, reopened when PostgreSQL comes back. One batch at a time."""
 
-    def __init__(self, dsn: str, *, timeout_s: float = 10.0, command_timeout_s: float = 60.0):
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        timeout_s: float = 10.0,
+        command_timeout_s: float = 60.0,
+        idle_in_transaction_timeout_s: float = 30.0,
+    ) -> None:
         self._dsn = dsn
         self._timeout_s = timeout_s
+        # A flusher frozen mid-transaction (SIGSTOP, a stuck host) would hold the row locks
+        # of its batch and stall whoever takes its entries over; PostgreSQL ends its session.
+        self._server_settings = {
+            "idle_in_transaction_session_timeout": str(int(idle_in_transaction_timeout_s * 1000))
+        }
         # A PostgreSQL that hangs without closing the connection must not hang the flusher:
         # past this a statement fails, the connection is dropped and the batch retried.
         self._command_timeout_s = command_timeout_s
@@ -155,7 +171,10 @@ class PurchaseStore:
             return self._conn
         try:
             conn = await asyncpg.connect(
-                self._dsn, timeout=self._timeout_s, command_timeout=self._command_timeout_s
+                self._dsn,
+                timeout=self._timeout_s,
+                command_timeout=self._command_timeout_s,
+                server_settings=self._server_settings,
             )
         except PG_RETRYABLE as exc:
             raise StoreUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
@@ -224,6 +243,16 @@ class PurchaseStore:
         if bad:
             total.dead_letters = (await self._write(conn, [], bad)).dead_letters
         return total
+
+    async def record_incident(
+        self, consumer: str, reason: str, last_committed_entry_id: str | None
+    ) -> None:
+        conn = await self.connect()
+        try:
+            await conn.execute(INSERT_INCIDENT, consumer, reason, last_committed_entry_id)
+        except PG_RETRYABLE as exc:
+            await self._discard(conn)
+            raise StoreUnavailable(f"PostgreSQL write failed: {exc!r}") from exc
 
     async def _discard(self, conn: asyncpg.Connection) -> None:
         self._conn = None

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import msgspec
 from redis.exceptions import ResponseError
@@ -21,7 +22,7 @@ from core.events import event_decoder
 from core.settings import Settings
 from flusher.errors import REDIS_RETRYABLE, StoreUnavailable, StreamUnavailable
 from flusher.store import Decoded, PurchaseStore, Undecodable, WriteResult
-from flusher.stream import Entry, GroupReader, is_missing_stream
+from flusher.stream import Entry, GroupReader, is_missing_stream, parse_id
 
 log = logging.getLogger("flusher")
 
@@ -64,6 +65,7 @@ class Flusher:
         self.reader = reader
         self.store = store
         self.stats = FlusherStats()
+        self.last_committed_entry_id: str | None = None
         self._stopping = asyncio.Event()
 
     # -- steps ---------------------------------------------------------------------------
@@ -120,6 +122,11 @@ class Flusher:
         if not entries:
             return 0
         result = await self.write_batch(entries)
+        newest = max(entries, key=lambda e: parse_id(e[0]))[0]
+        if self.last_committed_entry_id is None or parse_id(newest) > parse_id(
+            self.last_committed_entry_id
+        ):
+            self.last_committed_entry_id = newest
         await self.ack(entries)
         self.stats.batches += 1
         self.stats.entries += len(entries)
@@ -180,7 +187,11 @@ class Flusher:
         await self.process(await self.read_batch())
 
     async def _retrying(self, step: Callable[[], Awaitable[object]]) -> None:
-        """Run one step, retrying with backoff while Redis or PostgreSQL is away."""
+        """Run one step, retrying with backoff while Redis or PostgreSQL is away.
+
+        A missing stream or group becomes the next step: recovering from it can meet
+        Redis or PostgreSQL away too, and is retried the same way.
+        """
         delay = 0.05
         while not self._stopping.is_set():
             try:
@@ -191,14 +202,9 @@ class Flusher:
             except ResponseError as exc:
                 if not is_missing_stream(exc):
                     raise
-                self.stats.groups_recreated += 1
-                log.error(
-                    "stream or consumer group %s missing (deleted, or Redis lost its data):"
-                    " recreating it from the start of the stream: %s",
-                    self.reader.group,
-                    exc,
-                )
-                await self.reader.ensure_group()
+                reason = str(exc)
+                step = partial(self.recover_missing_stream, reason, then=step)
+                continue
             except RETRYABLE as exc:
                 if self._stopping.is_set():
                     return
@@ -206,6 +212,27 @@ class Flusher:
                 log.warning("%s, retrying in %.2fs", exc, delay)
             await self._sleep_unless_stopping(delay)
             delay = min(delay * 2, self.settings.pg_retry_max_s)
+
+    async def recover_missing_stream(
+        self, reason: str, then: Callable[[], Awaitable[object]] | None = None
+    ) -> None:
+        """Say it loudly, record it in PostgreSQL, recreate the group from the start.
+
+        Entries acknowledged by the gateway but not yet flushed when Redis lost the stream
+        are gone with it; the incident row names the last entry this flusher committed.
+        """
+        self.stats.groups_recreated += 1
+        log.error(
+            "stream %s or group %s missing (deleted, or Redis lost its data): %s;"
+            " purchases acknowledged after entry %s and not yet flushed may be lost;"
+            " recreating the group from the start of the stream",
+            self.reader.stream,
+            self.reader.group,
+            reason,
+            self.last_committed_entry_id,
+        )
+        await self.store.record_incident(self.reader.consumer, reason, self.last_committed_entry_id)
+        await self.reader.ensure_group()
 
     async def _sleep_unless_stopping(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -19,7 +19,7 @@ from flusher.worker import Flusher
 from gateway.redis_client import ensure_group
 from tests.helpers import Gateway, HttpClient
 
-TABLES = "transactions, ledger_entries, dead_letters, duplicate_entries"
+TABLES = "transactions, ledger_entries, dead_letters, duplicate_entries, stream_incidents"
 
 
 @pytest.fixture(scope="session")

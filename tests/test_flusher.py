@@ -243,7 +243,7 @@ async def test_pending_entry_deleted_from_the_stream_is_dead_lettered_not_lost_t
 
 
 async def test_running_flusher_recreates_a_deleted_stream_group_and_keeps_going(
-    client: HttpClient, flusher: Flusher, redis: Redis, settings: Settings
+    client: HttpClient, flusher: Flusher, redis: Redis, settings: Settings, pg: asyncpg.Connection
 ) -> None:
     running = asyncio.create_task(flusher.run())
     try:
@@ -256,6 +256,10 @@ async def test_running_flusher_recreates_a_deleted_stream_group_and_keeps_going(
         flusher.stop()
         await running
     assert flusher.stats.groups_recreated >= 1
+    incident = await pg.fetchrow("SELECT * FROM stream_incidents")
+    assert incident is not None
+    assert incident["consumer"] == settings.consumer
+    assert incident["last_committed_entry_id"] is not None
 
 
 async def test_consumer_group_is_recreated_from_the_start_if_it_vanished(
@@ -270,4 +274,8 @@ async def test_consumer_group_is_recreated_from_the_start_if_it_vanished(
 async def test_migrations_apply_once(pg: asyncpg.Connection) -> None:
     assert await migrate(pg) == []
     versions = await pg.fetch("SELECT version FROM schema_migrations ORDER BY version")
-    assert [r["version"] for r in versions] == ["001_purchases.sql", "002_duplicate_entries.sql"]
+    assert [r["version"] for r in versions] == [
+        "001_purchases.sql",
+        "002_duplicate_entries.sql",
+        "003_stream_incidents.sql",
+    ]
