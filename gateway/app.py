@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.settings import Settings
-from gateway import redis_client
+from gateway import openapi, redis_client
 from gateway.appender import StreamAppender
 from gateway.backlog import BacklogMonitor
 from gateway.errors import (
@@ -70,7 +70,7 @@ class App:
         except Exception:
             # Handlers send nothing themselves, so nothing was sent yet: answer, then re-raise
             # so the server logs it.
-            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            log.exception("unhandled error on %r %r", scope.get("method"), scope.get("path"))
             await send_response(send, INTERNAL_ERROR)
             raise
         await send_response(send, response)
@@ -136,6 +136,7 @@ class App:
             "/healthz": {"GET": self._healthz},
             "/readyz": {"GET": self._readyz},
             "/metrics": {"GET": self._metrics},
+            "/openapi.json": {"GET": self._openapi},
         }
 
     async def shutdown(self) -> None:
@@ -146,6 +147,9 @@ class App:
         for client in (self._redis, self._control):
             if client is not None:
                 await client.aclose()
+
+    async def _openapi(self, scope: Scope, receive: Receive) -> Response:
+        return json_response(200, openapi.DOCUMENT)
 
     async def _healthz(self, scope: Scope, receive: Receive) -> Response:
         return json_response(200, _OK)

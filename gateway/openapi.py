@@ -1,0 +1,103 @@
+"""The OpenAPI 3.1 document, generated from the same msgspec types the gateway decodes with.
+
+Nothing here is written by hand that the types already say, so the document cannot drift
+from what the server accepts. Built once at import; served as bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from core.events import PurchaseRequest, PurchaseResponse
+from gateway.errors import ErrorBody
+
+SEED_EXAMPLE: Final = {
+    "transaction_id": "312312312312",
+    "customer_info": {
+        "customer_name": "User 1",
+        "customer_account": "23131342342342321",
+        "ammount": 20000,
+    },
+    "seller_info": {"seller_name": "User 2", "seller_account": "23132131"},
+}
+
+_ERRORS: Final = {
+    "400": "Malformed JSON or invalid UTF-8",
+    "409": "transaction_id already used for a different purchase",
+    "413": "Body over the size limit",
+    "415": "Content-Type is not JSON",
+    "422": "The purchase violates the schema or a constraint; details name the field",
+    "503": "Redis unavailable or backlog over its limits; nothing was acknowledged",
+}
+
+
+def build() -> dict[str, Any]:
+    (request, response, error), components = msgspec.json.schema_components(
+        [PurchaseRequest, PurchaseResponse, ErrorBody],
+        ref_template="#/components/schemas/{name}",
+    )
+    json_error = {"application/json": {"schema": error}}
+    retry_after = {"Retry-After": {"schema": {"type": "integer"}}}
+    purchase_responses: dict[str, Any] = {
+        "200": {
+            "description": "Accepted: appended to the stream, both legs, durable history follows",
+            "headers": {
+                "X-Request-ID": {"schema": {"type": "string"}},
+                "X-Stream-Entry-ID": {"schema": {"type": "string"}},
+                "Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}},
+            },
+            "content": {"application/json": {"schema": response}},
+        }
+    }
+    for status, description in _ERRORS.items():
+        purchase_responses[status] = {"description": description, "content": json_error}
+    purchase_responses["503"]["headers"] = retry_after
+    status_doc = {"application/json": {"schema": {"type": "object"}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Monokera purchase gateway",
+            "version": "1",
+            "description": "Wire-compatible with the original POST /purchase.",
+        },
+        "paths": {
+            "/purchase": {
+                "post": {
+                    "operationId": "purchase",
+                    "summary": "Record a purchase: a debit of the customer, a credit of the seller",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": request, "example": SEED_EXAMPLE}
+                        },
+                    },
+                    "responses": purchase_responses,
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "responses": {"200": {"description": "Alive", "content": status_doc}},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "responses": {
+                        "200": {"description": "Ready", "content": status_doc},
+                        "503": {
+                            "description": "Redis down or backlog over its limits",
+                            "headers": retry_after,
+                            "content": status_doc,
+                        },
+                    },
+                }
+            },
+        },
+        "components": {"schemas": components},
+    }
+
+
+DOCUMENT: Final = msgspec.json.encode(build())

@@ -1,0 +1,167 @@
+"""Hostile and malformed requests: a 4xx JSON error every time, never a 5xx, and the
+gateway keeps serving everyone else meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import Gateway, HttpClient, Reply, purchase
+
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+def assert_client_error(reply: Reply) -> None:
+    assert 400 <= reply.status_code < 500, (reply.status_code, reply.text)
+    body = reply.json()
+    assert set(body) == {"error", "message", "details"}
+    assert body["message"]
+
+
+def generated(strategy: st.SearchStrategy[bytes], count: int) -> list[bytes]:
+    out: list[bytes] = []
+
+    @settings(
+        max_examples=count, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(strategy)
+    def collect(value: bytes) -> None:
+        out.append(value)
+
+    collect()
+    return out
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def mangled_purchases() -> st.SearchStrategy[bytes]:
+    """The seed's purchase with one field replaced by any JSON value."""
+    fields = [
+        ("transaction_id",),
+        ("customer_info",),
+        ("customer_info", "customer_name"),
+        ("customer_info", "customer_account"),
+        ("customer_info", "ammount"),
+        ("seller_info", "seller_account"),
+    ]
+
+    def build(path: tuple[str, ...], value: object) -> bytes:
+        body = purchase()
+        target = body
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        return json.dumps(body).encode()
+
+    return st.builds(build, st.sampled_from(fields), json_values)
+
+
+async def test_arbitrary_bytes_and_json_get_4xx_never_5xx(client: HttpClient) -> None:
+    bodies = generated(st.binary(max_size=300), 150)
+    bodies += generated(json_values.map(lambda v: json.dumps(v).encode()), 150)
+    for body in bodies:
+        reply = await client.post("/purchase", content=body, headers=JSON_HEADERS)
+        assert_client_error(reply)
+
+
+async def test_purchases_with_one_field_mangled_are_accepted_or_get_a_4xx(
+    client: HttpClient,
+) -> None:
+    for body in generated(mangled_purchases(), 300):
+        reply = await client.post("/purchase", content=body, headers=JSON_HEADERS)
+        if reply.status_code != 200:
+            assert_client_error(reply)
+
+
+async def test_deeply_nested_json_is_rejected_cleanly(client: HttpClient) -> None:
+    deep_field = b'{"transaction_id": ' + b"[" * 60_000 + b"]" * 60_000 + b"}"
+    deep_root = b"[" * 30_000 + b"]" * 30_000
+    for body in (deep_field[:65_000], deep_root):
+        assert_client_error(await client.post("/purchase", content=body, headers=JSON_HEADERS))
+
+
+async def test_numbers_out_of_range_and_non_json_literals(client: HttpClient) -> None:
+    template = json.dumps(purchase()).replace("20000", "AMOUNT")
+    for literal in ("1e400", "-1", "18446744073709551616", "1000000000000001", "20000.0"):
+        reply = await client.post(
+            "/purchase", content=template.replace("AMOUNT", literal).encode(), headers=JSON_HEADERS
+        )
+        assert reply.status_code == 422, literal
+        assert reply.json()["details"][0]["path"] == "$.customer_info.ammount"
+    for literal in ("NaN", "Infinity", "-Infinity"):
+        reply = await client.post(
+            "/purchase", content=template.replace("AMOUNT", literal).encode(), headers=JSON_HEADERS
+        )
+        assert reply.status_code == 400, literal
+
+
+async def test_duplicate_keys_take_the_last_value_as_the_seed_service_did(
+    client: HttpClient,
+) -> None:
+    """Go's encoding/json (the seed's gin service) and msgspec both keep the last value."""
+    body = json.dumps(purchase("first-value"))
+    body = body.replace(
+        '"transaction_id": "first-value"',
+        '"transaction_id": "first-value", "transaction_id": "last-value"',
+    )
+    reply = await client.post("/purchase", content=body.encode(), headers=JSON_HEADERS)
+    assert reply.status_code == 200
+    assert reply.json()["transaction_id"] == "last-value"
+
+
+async def test_header_flood_is_refused_and_the_gateway_keeps_serving(
+    gateway: Gateway, client: HttpClient
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    flood = b"".join(b"X-Flood-%d: %s\r\n" % (i, b"v" * 100) for i in range(5000))
+    writer.write(b"POST /purchase HTTP/1.1\r\nHost: t\r\n" + flood + b"\r\n")
+    try:
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), 10)
+    except ConnectionError:
+        status = b""  # refused by closing the connection: also fine
+    finally:
+        writer.close()
+    assert not status.startswith(b"HTTP/1.1 5")
+    assert (await client.post("/purchase", json=purchase())).status_code == 200
+
+
+async def test_slow_and_stalled_clients_do_not_hold_up_the_others(
+    gateway: Gateway, client: HttpClient
+) -> None:
+    stalled = []
+    for i in range(50):
+        _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        if i % 2:
+            writer.write(b"POST /purchase HTTP/1.1\r\nHost: t\r\nContent-Ty")  # headers stall
+        else:
+            writer.write(  # a chunked body that never ends
+                b"POST /purchase HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"tra\r\n'
+            )
+        await writer.drain()
+        stalled.append(writer)
+    try:
+        started = time.monotonic()
+        replies = await asyncio.gather(
+            *(client.post("/purchase", json=purchase()) for _ in range(200))
+        )
+        assert {r.status_code for r in replies} == {200}
+        assert time.monotonic() - started < 10
+    finally:
+        for writer in stalled:
+            writer.close()
+
+
+async def test_no_traceback_reached_the_gateway_log(gateway: Gateway, client: HttpClient) -> None:
+    await client.post("/purchase", content=b"\xff{", headers=JSON_HEADERS)
+    assert "Traceback" not in gateway.output()
