@@ -146,10 +146,11 @@ def processes() -> Iterator[list[FlusherProcess | Gateway]]:
                 proc.stop()
 
 
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    """A Redis of the test's own, to kill and wipe without touching the session's."""
-    server = RedisServer(tmp_path / "own-redis", free_port(), appendfsync="everysec")
+@pytest.fixture(params=["everysec", "always"])
+async def own_redis(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A Redis of the test's own, to kill and wipe without touching the session's, in the
+    default mode and in the durable-ack mode (every acknowledgment waits for fsync)."""
+    server = RedisServer(tmp_path / "own-redis", free_port(), appendfsync=request.param)
     server.start()
     yield server
     server.kill()
@@ -267,7 +268,7 @@ async def test_redis_killed_under_load_and_restarted_from_its_aof(
     await assert_exactly_once(pg, load.acknowledged, load.unanswered)
     assert load.unanswered  # the outage was real: some purchases were refused
     matrix_row(
-        "kill -9 Redis (AOF everysec), restart",
+        f"kill -9 Redis (appendfsync {own_redis.appendfsync}), down 1 s, restart",
         len(load.acknowledged),
         len(load.acknowledged),
         recovery,
@@ -407,7 +408,7 @@ async def test_redis_restarted_without_its_data_is_an_explicit_incident(
     assert len(incidents) == 1
     assert incidents[0]["last_committed_entry_id"] is not None
     matrix_row(
-        "Redis restarted with its data gone",
+        f"Redis (appendfsync {own_redis.appendfsync}) restarted with its data gone",
         len(flushed.acknowledged | stranded.acknowledged | after.acknowledged),
         len(stored),
         None,
