@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format clean reconcile bench-ack-modes
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python >= 3.11 is required"; exit 1; }
@@ -30,6 +30,12 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+reconcile: install
+	$(BIN)/python -m flusher.reconcile
+
+bench-ack-modes: install
+	$(BIN)/python -m bench.ack_modes
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

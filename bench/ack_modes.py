@@ -1,0 +1,149 @@
+"""Acknowledgment throughput per durability mode, with the empty ASGI app as the ceiling.
+
+    .venv/bin/python -m bench.ack_modes [--seconds 10] [--connections 64]
+
+Runs, one after the other on the same machine: the empty ASGI app on Granian, then the
+gateway with Redis in appendfsync everysec (default), appendfsync always, and everysec
+plus WAIT for one replica. The flusher is not running, so the numbers are the gateway's
+acknowledgment path alone. Needs wrk (Debian: apt-get install wrk). Writes
+bench/results/ack_modes-<time>.json and prints a table with each rate as a ratio of the
+ceiling measured in the same run: compare ratios, not absolute numbers, on shared machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from devstack.processes import free_port, port_accepts, stop_process, wait_until
+from devstack.redis_server import RedisServer
+
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE / "purchase.lua"
+
+
+def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(SCRIPT), url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    latency = {
+        p: _ms(m.group(1))
+        for p in ("50", "90", "99")
+        if (m := re.search(rf"^\s+{p}%\s+([\d.]+[a-z]+)\s*$", out, re.M))
+    }
+    return {
+        "rate": rate,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        **{f"p{p}_ms": v for p, v in latency.items()},
+    }
+
+
+def _ms(text: str) -> float:
+    value = float(re.sub(r"[a-z]+$", "", text))
+    unit = re.search(r"[a-z]+$", text).group(0)  # type: ignore[union-attr]
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def serve(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: port_accepts(port), 30, f"server on {port}")
+    time.sleep(0.5)
+    return proc
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    opts = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is missing: apt-get install wrk (Debian), then run this again", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="monokera-bench-"))
+    primary = RedisServer(work / "primary", free_port())
+    replica = RedisServer(work / "replica", free_port(), replica_of=primary.port)
+    primary.start()
+    replica.start()
+    results: dict[str, dict[str, float]] = {}
+    try:
+        port = free_port()
+        empty = serve(
+            [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop",
+             "--no-ws", "--log-level", "error", "--port", str(port), "bench.empty_asgi:app"],
+            dict(os.environ), port,
+        )  # fmt: skip
+        results["empty ASGI (ceiling)"] = wrk(
+            f"http://127.0.0.1:{port}/purchase", opts.seconds, opts.connections
+        )
+        stop_process(empty)
+        modes = [
+            ("everysec (default)", "everysec", 0),
+            ("appendfsync always", "always", 0),
+            ("everysec + WAIT 1 replica", "everysec", 1),
+        ]
+        for label, fsync, replicas in modes:
+            subprocess.run(
+                [str(primary_cli()), "-p", str(primary.port), "CONFIG", "SET", "appendfsync", fsync],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            port = free_port()
+            env = {
+                **os.environ,
+                "REDIS_URL": primary.url,
+                "MONOKERA_PORT": str(port),
+                "MONOKERA_LOG_LEVEL": "ERROR",
+                "MONOKERA_ACK_REPLICAS": str(replicas),
+                "MONOKERA_BACKLOG_MAX_LENGTH": "100000000",
+                "MONOKERA_BACKLOG_MAX_AGE_S": "100000",
+            }
+            gateway = serve([sys.executable, "-m", "gateway"], env, port)
+            results[label] = wrk(
+                f"http://127.0.0.1:{port}/purchase", opts.seconds, opts.connections
+            )
+            stop_process(gateway)
+    finally:
+        replica.stop()
+        primary.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    ceiling = results["empty ASGI (ceiling)"]["rate"]
+    print(
+        f"{'mode':<28} {'req/s':>9} {'ratio':>6} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'non-2xx':>8}"
+    )
+    for label, r in results.items():
+        print(
+            f"{label:<28} {r['rate']:>9.0f} {r['rate'] / ceiling:>6.2f} {r.get('p50_ms', 0):>7.2f}"
+            f" {r.get('p90_ms', 0):>7.2f} {r.get('p99_ms', 0):>7.2f} {r['non_2xx']:>8.0f}"
+        )
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    (out_dir / f"ack_modes-{stamp}.json").write_text(
+        json.dumps(
+            {"seconds": opts.seconds, "connections": opts.connections, "results": results}, indent=2
+        )
+    )
+    return 0
+
+
+def primary_cli() -> Path:
+    from devstack.redis_server import REDIS_SERVER
+
+    return REDIS_SERVER.parent / "redis-cli"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
