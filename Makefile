@@ -31,8 +31,9 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Picks up the embedded servers of a running `make run` unless REDIS_URL/DATABASE_URL are set.
 reconcile: install
-	$(BIN)/python -m flusher.reconcile
+	@set -a; [ -f .data/stack.env ] && . ./.data/stack.env; set +a; $(BIN)/python -m flusher.reconcile
 
 bench-ack-modes: install
 	$(BIN)/python -m bench.ack_modes

@@ -69,6 +69,9 @@ def main() -> int:
             asyncio.run(migrate_url(env["DATABASE_URL"]))
         settings = Settings.from_env(env)
         env.update(settings.as_env())
+        write_stack_env(
+            stack.data_dir, embed_redis and stack.redis_url, embed_postgres and stack.database_url
+        )
 
         # Own sessions: a Ctrl-C reaches this runner only, which then stops things in order.
         children["gateway"] = subprocess.Popen(gateway_command(), env=env, start_new_session=True)
@@ -101,6 +104,19 @@ def say(text: str) -> None:
     """Print, unless the terminal or pipe is gone (Ctrl-C also kills a `| tee`)."""
     with contextlib.suppress(OSError):
         print(text, flush=True)
+
+
+def write_stack_env(data_dir: Path, redis_url: str | bool, database_url: str | bool) -> None:
+    """Where the embedded servers listen, for `make reconcile` and friends to pick up.
+
+    Only embedded URLs are written: URLs given from outside may carry passwords.
+    """
+    lines = []
+    if redis_url:
+        lines.append(f"REDIS_URL={redis_url}")
+    if database_url:
+        lines.append(f"DATABASE_URL={database_url}")
+    (data_dir / "stack.env").write_text("".join(f"{line}\n" for line in lines))
 
 
 def embedded_note(embedded: bool) -> str:
