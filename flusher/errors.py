@@ -30,6 +30,9 @@ PG_RETRYABLE: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable
     asyncio.TimeoutError,
     asyncpg.InterfaceError,  # connection closed underneath us
+    # The protocol state machine confused by a server dying mid-operation (seen during a
+    # fast shutdown): a new connection is the cure, and batches are safe to write again.
+    asyncpg.exceptions.InternalClientError,
     asyncpg.PostgresConnectionError,  # SQLSTATE class 08
     asyncpg.exceptions.OperatorInterventionError,  # class 57: shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, disk full

@@ -200,6 +200,9 @@ class PurchaseStore:
         except PG_RETRYABLE as exc:
             await self._discard(conn)
             raise StoreUnavailable(f"PostgreSQL write failed: {exc!r}") from exc
+        except BaseException:
+            await self._discard(conn)  # whatever state it is in, the next batch gets a new one
+            raise
 
     async def _write(
         self, conn: asyncpg.Connection, good: list[Decoded], bad: list[Undecodable]

@@ -66,8 +66,10 @@ class Process:
         self.proc.send_signal(sig)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Stop it if it runs; either way close its log. Returns its exit status."""
         stop_process(self.proc, sig, timeout)
-        self._out.close()
+        if not self._out.closed:
+            self._out.close()
         return self.proc.returncode
 
     def kill(self) -> None:

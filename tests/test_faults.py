@@ -143,7 +143,7 @@ def processes() -> Iterator[list[FlusherProcess | Gateway]]:
         for proc in started:
             if proc.proc.poll() is None:
                 proc.send_signal(signal.SIGCONT)
-                proc.stop()
+            proc.stop()  # also closes its log file
 
 
 @pytest.fixture(params=["everysec", "always"])
