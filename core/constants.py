@@ -16,3 +16,11 @@ PG_MIGRATION_LOCK: Final = 0x4D4F4E4F
 
 IDEMPOTENCY_PREFIX: Final = b"monokera:idem:"
 """Prefix of the per-transaction_id keys that make retries safe (value: fingerprint|entry id)."""
+
+ACCOUNT_VERSION_PREFIX: Final = b"monokera:acct:v:"
+"""Per-account version, bumped by the flusher after each commit that touches the account.
+
+Cached history pages and summaries are keyed by it, so a bump makes every older copy
+unreachable at once: invalidation without having to find and delete anything."""
+
+CACHE_PREFIX: Final = b"monokera:cache:"

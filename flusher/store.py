@@ -69,6 +69,28 @@ WITH fresh AS (
     UNION ALL
     SELECT transaction_id, seller_account, 'CREDIT', amount, customer_account, accepted_at
     FROM fresh
+    RETURNING account, direction, amount, accepted_at
+), totals AS (
+    -- Aggregates move with the legs, in the same transaction: reads never scan history.
+    INSERT INTO account_totals AS t (
+        account, debited_total, credited_total, debit_count, credit_count,
+        first_activity_at, last_activity_at
+    )
+    SELECT account,
+           coalesce(sum(amount) FILTER (WHERE direction = 'DEBIT'), 0),
+           coalesce(sum(amount) FILTER (WHERE direction = 'CREDIT'), 0),
+           count(*) FILTER (WHERE direction = 'DEBIT'),
+           count(*) FILTER (WHERE direction = 'CREDIT'),
+           min(accepted_at), max(accepted_at)
+    FROM legs
+    GROUP BY account
+    ON CONFLICT (account) DO UPDATE SET
+        debited_total = t.debited_total + EXCLUDED.debited_total,
+        credited_total = t.credited_total + EXCLUDED.credited_total,
+        debit_count = t.debit_count + EXCLUDED.debit_count,
+        credit_count = t.credit_count + EXCLUDED.credit_count,
+        first_activity_at = least(t.first_activity_at, EXCLUDED.first_activity_at),
+        last_activity_at = greatest(t.last_activity_at, EXCLUDED.last_activity_at)
 ), duplicates AS (
     -- Not inserted now, and not a redelivery of the entry that was inserted before.
     INSERT INTO duplicate_entries (stream_entry_id, transaction_id, request_id, amount, accepted_at)

@@ -8,7 +8,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from core.constants import GROUP, PAYLOAD_FIELD, STREAM
+from core.constants import ACCOUNT_VERSION_PREFIX, GROUP, PAYLOAD_FIELD, STREAM
 
 Entry = tuple[str, bytes | None]
 """A stream entry id and its payload (None when the entry has no payload field)."""
@@ -95,10 +95,20 @@ class GroupReader:
     def claim_sweep_done(self) -> bool:
         return self._claim_cursor == "0-0"
 
-    async def ack(self, entry_ids: list[str]) -> int:
+    async def ack(self, entry_ids: list[str], accounts: set[str] | None = None) -> int:
+        """Bump the cache versions of the accounts a committed batch touched, then XACK.
+
+        Both in one round trip, in that order: by the time an entry is acknowledged, no
+        cached read of its accounts can be served without it.
+        """
         if not entry_ids:
             return 0
-        return int(await self.redis.xack(self.stream, self.group, *entry_ids))
+        pipe = self.redis.pipeline(transaction=False)
+        for account in sorted(accounts or ()):
+            pipe.incr(ACCOUNT_VERSION_PREFIX + account.encode())
+        pipe.xack(self.stream, self.group, *entry_ids)
+        replies = await pipe.execute()
+        return int(replies[-1])
 
     async def trim(self, retain_s: float) -> int:
         """Trim below the oldest entry any group still needs, and below ``retain_s`` of age.

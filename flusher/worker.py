@@ -19,6 +19,7 @@ import msgspec
 from redis.exceptions import ResponseError
 
 from core.events import event_decoder
+from core.flusher_stats import publish_stats
 from core.settings import Settings
 from flusher.errors import REDIS_RETRYABLE, StoreUnavailable, StreamUnavailable
 from flusher.store import Decoded, PurchaseStore, Undecodable, WriteResult
@@ -42,6 +43,8 @@ class FlusherStats:
     trimmed: int = 0
     groups_recreated: int = 0
     store_retries: int = 0
+    batch_seconds: float = 0.0
+    batch_size_max: int = 0
     stream_retries: int = 0
 
 
@@ -75,9 +78,8 @@ class Flusher:
             self.settings.batch_size, self.settings.batch_wait_ms, pending=pending
         )
 
-    async def write_batch(self, entries: list[Entry]) -> WriteResult:
+    async def write_batch(self, good: list[Decoded], bad: list[Undecodable]) -> WriteResult:
         """Commit the batch, retrying while PostgreSQL is away; StoreUnavailable if stopped."""
-        good, bad = decode_entries(entries)
         delay = 0.05
         while True:
             try:
@@ -90,13 +92,16 @@ class Flusher:
                 await self._sleep_unless_stopping(delay)
                 delay = min(delay * 2, self.settings.pg_retry_max_s)
 
-    async def ack(self, entries: list[Entry]) -> None:
-        """XACK after the commit; retried, since a lost ack only means a harmless redelivery."""
+    async def ack(self, entries: list[Entry], accounts: set[str] | None = None) -> None:
+        """XACK after the commit; retried, since a lost ack only means a harmless redelivery.
+
+        ``accounts`` get their cache version bumped first (see GroupReader.ack).
+        """
         ids = [entry_id for entry_id, _ in entries]
         delay = 0.05
         while True:
             try:
-                self.stats.acked += await self.reader.ack(ids)
+                self.stats.acked += await self.reader.ack(ids, accounts)
                 return
             except REDIS_RETRYABLE as exc:
                 self.stats.stream_retries += 1
@@ -121,14 +126,21 @@ class Flusher:
     async def process(self, entries: list[Entry]) -> int:
         if not entries:
             return 0
-        result = await self.write_batch(entries)
+        started = time.monotonic()
+        good, bad = decode_entries(entries)
+        result = await self.write_batch(good, bad)
         newest = max(entries, key=lambda e: parse_id(e[0]))[0]
         if self.last_committed_entry_id is None or parse_id(newest) > parse_id(
             self.last_committed_entry_id
         ):
             self.last_committed_entry_id = newest
-        await self.ack(entries)
+        # Every account of the batch, not only the freshly inserted ones: after a crash
+        # between COMMIT and here, the redelivered batch inserts nothing yet must still
+        # invalidate the caches its first delivery left behind.
+        await self.ack(entries, {leg.account for item in good for leg in item.event.legs})
         self.stats.batches += 1
+        self.stats.batch_seconds += time.monotonic() - started
+        self.stats.batch_size_max = max(self.stats.batch_size_max, len(entries))
         self.stats.entries += len(entries)
         self.stats.inserted += result.inserted
         self.stats.duplicates += result.duplicates
@@ -172,9 +184,12 @@ class Flusher:
     async def run(self) -> None:
         await self._retrying(self.start)
         await self._retrying(self.finish_own_pending)
-        next_reclaim = next_trim = 0.0
+        next_reclaim = next_trim = next_publish = 0.0
         while not self._stopping.is_set():
             now = time.monotonic()
+            if now >= next_publish:
+                await self._retrying(self.publish_stats)
+                next_publish = now + 1.0
             if now >= next_reclaim:
                 await self._retrying(self.reclaim_all)
                 next_reclaim = now + self.settings.reclaim_interval_s
@@ -237,6 +252,24 @@ class Flusher:
     async def _sleep_unless_stopping(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def publish_stats(self) -> None:
+        """For the gateway's /metrics: this flusher's counters, in Redis."""
+        st = self.stats
+        await publish_stats(
+            self.reader.redis,
+            self.reader.consumer,
+            {
+                "batches_total": st.batches,
+                "entries_total": st.entries,
+                "rows_written_total": st.inserted,
+                "duplicates_total": st.duplicates,
+                "redelivered_total": st.redelivered,
+                "dead_letters_total": st.dead_letters,
+                "batch_seconds_total": round(st.batch_seconds, 6),
+                "batch_size_max": st.batch_size_max,
+            },
+        )
 
     async def stopped(self) -> None:
         await self._stopping.wait()

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from core.flusher_stats import FLUSHER_FIELDS, read_published_stats
 from core.settings import Settings
 from gateway import openapi, redis_client
 from gateway.appender import StreamAppender
 from gateway.backlog import BacklogMonitor
+from gateway.cache import ReadCache
 from gateway.errors import (
     INTERNAL_ERROR,
     ClientDisconnected,
@@ -21,14 +22,17 @@ from gateway.errors import (
     NotFound,
     error_response,
 )
+from gateway.history import HistoryStore
+from gateway.metrics import Metrics, counter, gauge, label
 from gateway.purchase import PurchaseHandler
+from gateway.reads import Reads
 from gateway.request_ids import RequestIds
 from gateway.responses import CONTENT_TYPE_TEXT, Response, json_response, send_response
+from gateway.routing import Router
 from gateway.types import Receive, Scope, Send
 
 log = logging.getLogger("gateway")
 
-Handler = Callable[[Scope, Receive], Awaitable[Response]]
 
 _encoder = msgspec.json.Encoder()
 _OK = _encoder.encode({"status": "ok"})
@@ -41,7 +45,10 @@ class App:
         self._control: Redis | None = None
         self._appender: StreamAppender | None = None
         self._backlog: BacklogMonitor | None = None
-        self._routes: dict[str, dict[str, Handler]] = {}
+        self._router = Router()
+        self.metrics = Metrics()
+        self._history: HistoryStore | None = None
+        self._cache: ReadCache | None = None
 
     @property
     def _retry_after_s(self) -> int:
@@ -55,10 +62,12 @@ class App:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = "unmatched"
         try:
-            methods = self._routes.get(scope["path"])
-            if methods is None:
-                raise NotFound(f"no route for {scope['path']}")
+            matched = self._router.match(scope)
+            if matched is None:
+                raise NotFound(f"no route for {scope['path']!r}")
+            route, methods = matched
             handler = methods.get(scope["method"])
             if handler is None:
                 raise MethodNotAllowed(scope["method"], sorted(methods))
@@ -71,8 +80,10 @@ class App:
             # Handlers send nothing themselves, so nothing was sent yet: answer, then re-raise
             # so the server logs it.
             log.exception("unhandled error on %r %r", scope.get("method"), scope.get("path"))
+            self.metrics.requests[(route, 500)] += 1
             await send_response(send, INTERNAL_ERROR)
             raise
+        self.metrics.requests[(route, response.status)] += 1
         await send_response(send, response)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -109,6 +120,7 @@ class App:
             retry_after_s=settings.retry_after_s,
             ack_replicas=settings.ack_replicas,
             ack_replicas_timeout_ms=settings.ack_replicas_timeout_ms,
+            batch_sizes=self.metrics.append_batch,
         )
         self._backlog = BacklogMonitor(
             self._control,
@@ -130,20 +142,38 @@ class App:
             RequestIds(),
             max_body_bytes=settings.max_body_bytes,
             retry_after_s=settings.retry_after_s,
+            ack_latency=self.metrics.ack_latency,
         )
-        self._routes = {
-            "/purchase": {"POST": purchase},
-            "/healthz": {"GET": self._healthz},
-            "/readyz": {"GET": self._readyz},
-            "/metrics": {"GET": self._metrics},
-            "/openapi.json": {"GET": self._openapi},
-        }
+        self._history = HistoryStore(
+            settings.database_url,
+            retry_after_s=settings.retry_after_s,
+            max_size=settings.pg_pool_size,
+        )
+        self._cache = ReadCache(
+            self._control,
+            ttl_s=settings.cache_ttl_s,
+            immutable_ttl_s=settings.cache_immutable_ttl_s,
+            enabled=settings.cache_enabled,
+        )
+        reads = Reads(self._history, self._cache, self._control)
+        router = Router()
+        router.add("/purchase", {"POST": purchase})
+        router.add("/transactions/{transaction_id}", {"GET": reads.transaction})
+        router.add("/accounts/{account}", {"GET": reads.summary})
+        router.add("/accounts/{account}/transactions", {"GET": reads.history})
+        router.add("/healthz", {"GET": self._healthz})
+        router.add("/readyz", {"GET": self._readyz})
+        router.add("/metrics", {"GET": self._metrics})
+        router.add("/openapi.json", {"GET": self._openapi})
+        self._router = router
 
     async def shutdown(self) -> None:
         if self._backlog is not None:
             await self._backlog.stop()
         if self._appender is not None:
             await self._appender.close()
+        if self._history is not None:
+            await self._history.close()
         for client in (self._redis, self._control):
             if client is not None:
                 await client.aclose()
@@ -178,21 +208,79 @@ class App:
         return json_response(200, _encoder.encode(report))
 
     async def _metrics(self, scope: Scope, receive: Receive) -> Response:
-        assert self._appender is not None
-        stats = self._appender.stats
+        assert self._appender is not None and self._backlog is not None
+        assert self._cache is not None and self._history is not None
+        stats, m = self._appender.stats, self.metrics
         lines = [
-            "# TYPE monokera_stream_appends_total counter",
-            f"monokera_stream_appends_total {stats.appends}",
-            "# TYPE monokera_stream_append_failures_total counter",
-            f"monokera_stream_append_failures_total {stats.failed}",
-            "# TYPE monokera_idempotent_replays_total counter",
-            f"monokera_idempotent_replays_total {stats.replays}",
-            "# TYPE monokera_redis_append_round_trips_total counter",
-            f"monokera_redis_append_round_trips_total {stats.round_trips}",
-            "# TYPE monokera_stream_append_largest_batch gauge",
-            f"monokera_stream_append_largest_batch {stats.largest_batch}",
+            "# HELP monokera_http_requests_total Requests answered, by route and status.",
+            "# TYPE monokera_http_requests_total counter",
         ]
+        lines += [
+            f'monokera_http_requests_total{{route="{label(r)}",status="{s}"}} {n}'
+            for (r, s), n in sorted(m.requests.items())
+        ]
+        lines += m.ack_latency.render(
+            "monokera_purchase_ack_seconds", "Time from request to Redis-confirmed append."
+        )
+        lines += m.append_batch.render(
+            "monokera_append_batch_size", "Purchases per coalesced Redis round trip."
+        )
+        lines += counter("monokera_stream_appends_total", "Purchases appended.", stats.appends)
+        lines += counter(
+            "monokera_idempotent_replays_total", "Retries answered by replay.", stats.replays
+        )
+        lines += counter(
+            "monokera_stream_append_failures_total", "Appends that got a 503.", stats.failed
+        )
+        lines += counter(
+            "monokera_redis_append_round_trips_total", "Append round trips.", stats.round_trips
+        )
+        backlog = self._backlog.last
+        if backlog is not None:
+            lines += gauge(
+                "monokera_stream_length", "Entries in the stream.", [("", backlog.stream_length)]
+            )
+            lines += gauge(
+                "monokera_consumer_pending",
+                "Entries delivered, not acknowledged.",
+                [("", backlog.pending)],
+            )
+            lines += gauge(
+                "monokera_consumer_lag_seconds",
+                "Age of the oldest entry the flusher has not acknowledged.",
+                [("", backlog.oldest_unflushed_age_s)],
+            )
+        cache = self._cache.stats
+        lines += counter("monokera_cache_hits_total", "Reads served from Redis.", cache.hits)
+        lines += counter(
+            "monokera_cache_misses_total", "Reads that went to PostgreSQL.", cache.misses
+        )
+        lines += counter(
+            "monokera_pg_queries_total", "Read queries sent to PostgreSQL.", self._history.queries
+        )
+        lines += await self._flusher_metrics()
         return Response(200, ("\n".join(lines) + "\n").encode(), [CONTENT_TYPE_TEXT])
+
+    async def _flusher_metrics(self) -> list[str]:
+        """What each flusher publishes in Redis (``flusher.worker.publish_stats``)."""
+        assert self._control is not None
+        try:
+            published = await read_published_stats(self._control)
+        except (RedisError, OSError):
+            return []
+        lines: list[str] = []
+        for field, help_text in FLUSHER_FIELDS.items():
+            samples = [
+                (f'{{consumer="{label(consumer)}"}}', float(values.get(field, 0)))
+                for consumer, values in sorted(published.items())
+            ]
+            if samples:
+                lines += [
+                    f"# HELP monokera_flusher_{field} {help_text}",
+                    f"# TYPE monokera_flusher_{field} counter",
+                ]
+                lines += [f"monokera_flusher_{field}{labels} {value}" for labels, value in samples]
+        return lines
 
 
 app = App()

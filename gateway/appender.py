@@ -22,6 +22,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from core.constants import IDEMPOTENCY_PREFIX, STREAM
 from gateway.errors import Overloaded, StoreUnavailable
+from gateway.metrics import BATCH_BUCKETS, Histogram
 
 APPEND_SCRIPT: Final = (files("gateway") / "append.lua").read_bytes()
 
@@ -67,6 +68,7 @@ class StreamAppender:
         retry_after_s: int = 1,
         ack_replicas: int = 0,
         ack_replicas_timeout_ms: int = 100,
+        batch_sizes: Histogram | None = None,
     ) -> None:
         self._redis = redis
         self._stream = stream.encode()
@@ -82,6 +84,7 @@ class StreamAppender:
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = AppendStats()
+        self._batch_sizes = batch_sizes or Histogram(BATCH_BUCKETS)
 
     async def load_script(self) -> None:
         self._sha = str(await self._redis.script_load(APPEND_SCRIPT))
@@ -124,6 +127,7 @@ class StreamAppender:
                 raise
             self.stats.round_trips += 1
             self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+            self._batch_sizes.observe(len(batch))
             for item, result in zip(batch, results, strict=True):
                 if item.future.done():
                     continue  # the client went away; the purchase is appended all the same

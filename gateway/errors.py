@@ -10,6 +10,7 @@ HTTPError
 ├── InvalidPurchase        422
 └── ServiceUnavailable     503  (Retry-After)
     ├── StoreUnavailable        Redis unreachable or failing: nothing was acknowledged
+    ├── HistoryUnavailable      PostgreSQL unreachable for a read
     └── Overloaded              backlog past its limits, or too many appends waiting
 
 ClientDisconnected is not an HTTP error: the client left, there is nobody to answer.
@@ -103,6 +104,10 @@ class ServiceUnavailable(HTTPError):
 
 class StoreUnavailable(ServiceUnavailable):
     code = "store_unavailable"
+
+
+class HistoryUnavailable(ServiceUnavailable):
+    code = "history_unavailable"
 
 
 class Overloaded(ServiceUnavailable):

@@ -21,6 +21,7 @@ from gateway.errors import (
     UnsupportedMediaType,
     details_from_validation,
 )
+from gateway.metrics import Histogram
 from gateway.request_ids import RequestIds
 from gateway.responses import CONTENT_TYPE_JSON, Response
 from gateway.types import Receive, Scope
@@ -37,7 +38,9 @@ class PurchaseHandler:
         *,
         max_body_bytes: int,
         retry_after_s: int,
+        ack_latency: Histogram,
     ) -> None:
+        self._ack_latency = ack_latency
         self._appender = appender
         self._backlog = backlog
         self._retry_after_s = retry_after_s
@@ -45,6 +48,7 @@ class PurchaseHandler:
         self._limit = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive) -> Response:
+        started = time.perf_counter()
         if self._backlog.refusal is not None:
             raise Overloaded(self._backlog.refusal, self._retry_after_s)
         content_type = content_length = client_request_id = None
@@ -79,6 +83,7 @@ class PurchaseHandler:
         appended = await self._appender.append(
             request.transaction_id, fingerprint, encoder.encode(event)
         )
+        self._ack_latency.observe(time.perf_counter() - started)
         headers = [
             CONTENT_TYPE_JSON,
             (b"x-request-id", request_id.encode()),

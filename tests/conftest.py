@@ -19,7 +19,10 @@ from flusher.worker import Flusher
 from gateway.redis_client import ensure_group
 from tests.helpers import Gateway, HttpClient
 
-TABLES = "transactions, ledger_entries, dead_letters, duplicate_entries, stream_incidents"
+TABLES = (
+    "transactions, ledger_entries, dead_letters, duplicate_entries, stream_incidents,"
+    " account_totals"
+)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from devstack.processes import free_port
 from flusher.errors import StoreUnavailable
 from flusher.store import PurchaseStore
 from flusher.stream import GroupReader
-from flusher.worker import Flusher
+from flusher.worker import Flusher, decode_entries
 from tests.helpers import HttpClient, purchase
 from tests.reconcile import wait_for_rows
 
@@ -82,7 +82,7 @@ async def test_entries_are_acknowledged_only_after_they_are_committed(
     entries = await flusher.read_batch()
     assert len(entries) == 5
     assert (await redis.xpending(STREAM, GROUP))["pending"] == 5
-    await flusher.write_batch(entries)
+    await flusher.write_batch(*decode_entries(entries))
     assert (await redis.xpending(STREAM, GROUP))["pending"] == 5  # committed, not yet acked
     assert await pg.fetchval("SELECT count(*) FROM transactions") == 5
     await flusher.ack(entries)
@@ -95,7 +95,7 @@ async def test_redelivered_entry_is_not_written_twice(
     ids = await post_all(client, [purchase() for _ in range(20)])
     await flusher.start()
     entries = await flusher.read_batch()
-    await flusher.write_batch(entries)  # committed, then "crashed" before XACK
+    await flusher.write_batch(*decode_entries(entries))  # committed, then "crashed" before XACK
 
     assert await flusher.drain() == 20  # own pending entries delivered again
     assert flusher.stats.redelivered == 20
@@ -278,4 +278,5 @@ async def test_migrations_apply_once(pg: asyncpg.Connection) -> None:
         "001_purchases.sql",
         "002_duplicate_entries.sql",
         "003_stream_incidents.sql",
+        "004_history_reads.sql",
     ]

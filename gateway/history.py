@@ -1,0 +1,121 @@
+"""PostgreSQL side of the reads: named queries, one pool per worker, errors mapped once."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+import asyncpg
+
+from core.events import CustomerReceipt, SellerReceipt
+from gateway.errors import HistoryUnavailable
+from gateway.views import AccountSummary, HistoryEntry, LegView, TransactionView
+
+TRANSACTION: Final = """
+SELECT transaction_id, customer_name, customer_account, seller_name, seller_account, amount,
+       request_id, stream_entry_id, accepted_at, persisted_at
+FROM transactions WHERE transaction_id = $1
+"""
+
+HISTORY_FIRST: Final = """
+SELECT entry_id, transaction_id, direction, amount, counterparty, accepted_at
+FROM ledger_entries WHERE account = $1
+ORDER BY entry_id DESC LIMIT $2
+"""
+
+HISTORY_AFTER: Final = """
+SELECT entry_id, transaction_id, direction, amount, counterparty, accepted_at
+FROM ledger_entries WHERE account = $1 AND entry_id < $3
+ORDER BY entry_id DESC LIMIT $2
+"""
+
+SUMMARY: Final = """
+SELECT debited_total, credited_total, debit_count, credit_count,
+       first_activity_at, last_activity_at
+FROM account_totals WHERE account = $1
+"""
+
+T = TypeVar("T")
+
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+class HistoryStore:
+    def __init__(self, dsn: str, *, retry_after_s: int = 1, max_size: int = 4) -> None:
+        self._dsn = dsn
+        self._retry_after_s = retry_after_s
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+        self.queries = 0
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(
+            self._dsn, min_size=0, max_size=self._max_size, command_timeout=5, timeout=2
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def _run(self, call: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        if self._pool is None:
+            try:
+                await self.open()
+            except _UNAVAILABLE as exc:
+                raise HistoryUnavailable(
+                    f"history store unavailable: {type(exc).__name__}", self._retry_after_s
+                ) from exc
+        assert self._pool is not None
+        self.queries += 1
+        try:
+            return await call(self._pool)
+        except _UNAVAILABLE as exc:
+            raise HistoryUnavailable(
+                f"history store unavailable: {type(exc).__name__}", self._retry_after_s
+            ) from exc
+
+    async def transaction(self, transaction_id: str) -> TransactionView | None:
+        row = await self._run(lambda pool: pool.fetchrow(TRANSACTION, transaction_id))
+        return None if row is None else transaction_view(row)
+
+    async def history(self, account: str, limit: int, before: int | None) -> list[HistoryEntry]:
+        if before is None:
+            rows = await self._run(lambda pool: pool.fetch(HISTORY_FIRST, account, limit))
+        else:
+            rows = await self._run(lambda pool: pool.fetch(HISTORY_AFTER, account, limit, before))
+        return [HistoryEntry(**dict(row)) for row in rows]
+
+    async def summary(self, account: str) -> AccountSummary:
+        row = await self._run(lambda pool: pool.fetchrow(SUMMARY, account))
+        if row is None:
+            return AccountSummary(account, 0, 0, 0, 0, None, None)
+        values: dict[str, Any] = dict(row)
+        values["debited_total"] = int(values["debited_total"])
+        values["credited_total"] = int(values["credited_total"])
+        return AccountSummary(account=account, **values)
+
+
+def transaction_view(row: Any) -> TransactionView:
+    amount = int(row["amount"])
+    return TransactionView(
+        transaction_id=row["transaction_id"],
+        status="PERSISTED",
+        request_id=row["request_id"],
+        stream_entry_id=row["stream_entry_id"],
+        accepted_at=row["accepted_at"],
+        persisted_at=row["persisted_at"],
+        customer_info=CustomerReceipt(row["customer_name"], row["customer_account"], amount),
+        seller_info=SellerReceipt(row["seller_name"], row["seller_account"], amount),
+        legs=[
+            LegView(row["customer_account"], "DEBIT", amount),
+            LegView(row["seller_account"], "CREDIT", amount),
+        ],
+    )

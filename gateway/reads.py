@@ -1,0 +1,149 @@
+"""GET /transactions/{id}, GET /accounts/{account}, GET /accounts/{account}/transactions."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from core.constants import IDEMPOTENCY_PREFIX, STREAM
+from core.events import CustomerReceipt, SellerReceipt, event_decoder
+from gateway.cache import ReadCache
+from gateway.errors import ErrorDetail, InvalidPurchase, NotFound
+from gateway.history import HistoryStore
+from gateway.responses import Response, json_response
+from gateway.types import Receive, Scope
+from gateway.views import HistoryPage, LegView, TransactionView
+
+ACCOUNT: Final = re.compile(r"[A-Za-z0-9-]{1,64}")
+DEFAULT_LIMIT: Final = 50
+MAX_LIMIT: Final = 500
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_encoder: Final = msgspec.json.Encoder()
+
+
+class InvalidQuery(InvalidPurchase):
+    """A 422 on a read: same status and code as any other validation error."""
+
+
+def encode_cursor(entry_id: int) -> str:
+    return base64.urlsafe_b64encode(f"e{entry_id}".encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not raw.startswith("e"):
+            raise ValueError(raw)
+        value = int(raw[1:])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidQuery(
+            "cursor is not one this API returned", [ErrorDetail("cursor", "invalid cursor")]
+        ) from None
+    if value < 1:
+        raise InvalidQuery("cursor out of range", [ErrorDetail("cursor", "invalid cursor")])
+    return value
+
+
+def parse_limit(values: list[str] | None) -> int:
+    if not values:
+        return DEFAULT_LIMIT
+    try:
+        limit = int(values[0])
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidQuery(
+            f"limit must be an integer from 1 to {MAX_LIMIT}",
+            [ErrorDetail("limit", f"expected 1..{MAX_LIMIT}, got {values[0]!r}")],
+        )
+    return limit
+
+
+def checked_account(account: str) -> str:
+    if not ACCOUNT.fullmatch(account):
+        raise InvalidQuery(
+            "account must be 1-64 letters, digits or '-'",
+            [ErrorDetail("account", "expected 1-64 of [A-Za-z0-9-]")],
+        )
+    return account
+
+
+class Reads:
+    def __init__(self, store: HistoryStore, cache: ReadCache, redis: Redis) -> None:
+        self._store = store
+        self._cache = cache
+        self._redis = redis
+
+    async def transaction(self, scope: Scope, receive: Receive) -> Response:
+        transaction_id: str = scope["path_params"]["transaction_id"]
+        key = b"tx:" + transaction_id.encode()
+        cached = await self._cache.immutable_get(key)
+        if cached is not None:
+            return json_response(200, cached)
+        persisted = await self._store.transaction(transaction_id)
+        if persisted is not None:
+            body = _encoder.encode(persisted)
+            await self._cache.immutable_set(key, body)
+            return json_response(200, body)
+        accepted = await self._accepted(transaction_id)
+        if accepted is None:
+            raise NotFound(f"no transaction {transaction_id!r}")
+        return json_response(200, _encoder.encode(accepted))
+
+    async def _accepted(self, transaction_id: str) -> TransactionView | None:
+        """In the stream, not yet in PostgreSQL: found through its idempotency key."""
+        try:
+            marker: Any = await self._redis.get(IDEMPOTENCY_PREFIX + transaction_id.encode())
+            if marker is None:
+                return None
+            entry_id = bytes(marker).rpartition(b"|")[2].decode()
+            entries: Any = await self._redis.xrange(STREAM, entry_id, entry_id)
+        except (RedisError, OSError):
+            return None
+        if not entries:
+            return None
+        event = event_decoder.decode(entries[0][1][b"p"])
+        debit, credit = event.legs
+        return TransactionView(
+            transaction_id=event.transaction_id,
+            status="ACCEPTED",
+            request_id=event.request_id,
+            stream_entry_id=entry_id,
+            accepted_at=_EPOCH + timedelta(microseconds=event.accepted_at_us),
+            persisted_at=None,
+            customer_info=CustomerReceipt(event.customer_name, debit.account, debit.amount),
+            seller_info=SellerReceipt(event.seller_name, credit.account, credit.amount),
+            legs=[LegView(leg.account, leg.direction, leg.amount) for leg in event.legs],
+        )
+
+    async def history(self, scope: Scope, receive: Receive) -> Response:
+        account = checked_account(scope["path_params"]["account"])
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        limit = parse_limit(query.get("limit"))
+        cursor = query.get("cursor", [""])[0]
+        before = decode_cursor(cursor) if cursor else None
+
+        async def load() -> bytes:
+            entries = await self._store.history(account, limit, before)
+            more = len(entries) == limit
+            next_cursor = encode_cursor(entries[-1].entry_id) if more and entries else None
+            return _encoder.encode(HistoryPage(account, entries, next_cursor))
+
+        suffix = f"{limit}:{before or 0}".encode()
+        return json_response(200, await self._cache.account_read(account, b"h", suffix, load))
+
+    async def summary(self, scope: Scope, receive: Receive) -> Response:
+        account = checked_account(scope["path_params"]["account"])
+
+        async def load() -> bytes:
+            return _encoder.encode(await self._store.summary(account))
+
+        return json_response(200, await self._cache.account_read(account, b"s", b"", load))

@@ -1,0 +1,48 @@
+"""Routes: exact paths by dict lookup (the hot path), then a few with one parameter."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
+
+from gateway.responses import Response
+from gateway.types import Receive, Scope
+
+Handler = Callable[[Scope, Receive], Awaitable[Response]]
+Methods = dict[str, Handler]
+
+# (first segment, number of segments, last segment or None) -> parameter name
+Pattern = tuple[str, int, str | None]
+
+
+class Router:
+    def __init__(self) -> None:
+        self.exact: dict[str, tuple[str, Methods]] = {}
+        self.patterns: dict[Pattern, tuple[str, str, Methods]] = {}
+
+    def add(self, path: str, methods: Methods) -> None:
+        """``/a/{name}`` or ``/a/{name}/b``: one parameter, in the second segment."""
+        parts = path.strip("/").split("/")
+        if len(parts) >= 2 and parts[1].startswith("{"):
+            tail = parts[2] if len(parts) == 3 else None
+            self.patterns[(parts[0], len(parts), tail)] = (path, parts[1].strip("{}"), methods)
+        else:
+            self.exact[path] = (path, methods)
+
+    def match(self, scope: Scope) -> tuple[str, Methods] | None:
+        """The route's label (its pattern, for metrics) and its handlers by method."""
+        exact = self.exact.get(scope["path"])
+        if exact is not None:
+            return exact
+        raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        parts = raw.split(b"?", 1)[0].strip(b"/").split(b"/")
+        if len(parts) not in (2, 3) or not parts[1]:
+            return None
+        tail = parts[2].decode("latin-1") if len(parts) == 3 else None
+        found = self.patterns.get((parts[0].decode("latin-1"), len(parts), tail))
+        if found is None:
+            return None
+        route, name, methods = found
+        # Segments are split before decoding, so an encoded "/" stays inside its parameter.
+        scope["path_params"] = {name: unquote(parts[1].decode("latin-1"), errors="replace")}
+        return route, methods
