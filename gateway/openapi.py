@@ -12,6 +12,7 @@ import msgspec
 
 from core.events import PurchaseRequest, PurchaseResponse
 from gateway.errors import ErrorBody
+from gateway.views import AccountSummary, HistoryPage, TransactionView
 
 SEED_EXAMPLE: Final = {
     "transaction_id": "312312312312",
@@ -33,10 +34,26 @@ _ERRORS: Final = {
 }
 
 
+_ACCOUNT: Final = {"type": "string", "pattern": "^[A-Za-z0-9-]{1,64}$"}
+
+
+def _path_param(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
 def build() -> dict[str, Any]:
-    (request, response, error), components = msgspec.json.schema_components(
-        [PurchaseRequest, PurchaseResponse, ErrorBody],
-        ref_template="#/components/schemas/{name}",
+    (request, response, error, transaction, page, summary), components = (
+        msgspec.json.schema_components(
+            [
+                PurchaseRequest,
+                PurchaseResponse,
+                ErrorBody,
+                TransactionView,
+                HistoryPage,
+                AccountSummary,
+            ],
+            ref_template="#/components/schemas/{name}",
+        )
     )
     json_error = {"application/json": {"schema": error}}
     retry_after = {"Retry-After": {"schema": {"type": "integer"}}}
@@ -74,6 +91,90 @@ def build() -> dict[str, Any]:
                         },
                     },
                     "responses": purchase_responses,
+                }
+            },
+            "/transactions/{transaction_id}": {
+                "get": {
+                    "operationId": "getTransaction",
+                    "summary": "A purchase with both legs and its trace (ACCEPTED or PERSISTED)",
+                    "parameters": [
+                        _path_param(
+                            "transaction_id", {"type": "string", "minLength": 1, "maxLength": 64}
+                        )
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "Found",
+                            "content": {"application/json": {"schema": transaction}},
+                        },
+                        "404": {"description": "No such transaction", "content": json_error},
+                        "503": {
+                            "description": "Storage unavailable",
+                            "content": json_error,
+                            "headers": retry_after,
+                        },
+                    },
+                }
+            },
+            "/accounts/{account}": {
+                "get": {
+                    "operationId": "getAccountSummary",
+                    "summary": "Totals debited and credited, counts, first and last activity",
+                    "parameters": [_path_param("account", _ACCOUNT)],
+                    "responses": {
+                        "200": {
+                            "description": "Totals",
+                            "content": {"application/json": {"schema": summary}},
+                        },
+                        "422": {"description": "Malformed account", "content": json_error},
+                        "503": {
+                            "description": "Storage unavailable",
+                            "content": json_error,
+                            "headers": retry_after,
+                        },
+                    },
+                }
+            },
+            "/accounts/{account}/transactions": {
+                "get": {
+                    "operationId": "getAccountHistory",
+                    "summary": "Ledger entries of one account, newest first, keyset-paginated",
+                    "parameters": [
+                        _path_param("account", _ACCOUNT),
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 500,
+                                "default": 50,
+                            },
+                        },
+                        {
+                            "name": "cursor",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                            "description": "next_cursor of the previous page",
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "A page",
+                            "content": {"application/json": {"schema": page}},
+                        },
+                        "422": {
+                            "description": "Bad limit, cursor or account",
+                            "content": json_error,
+                        },
+                        "503": {
+                            "description": "Storage unavailable",
+                            "content": json_error,
+                            "headers": retry_after,
+                        },
+                    },
                 }
             },
             "/healthz": {

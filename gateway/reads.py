@@ -126,7 +126,7 @@ class Reads:
 
     async def history(self, scope: Scope, receive: Receive) -> Response:
         account = checked_account(scope["path_params"]["account"])
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         limit = parse_limit(query.get("limit"))
         cursor = query.get("cursor", [""])[0]
         before = decode_cursor(cursor) if cursor else None

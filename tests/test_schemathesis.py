@@ -20,6 +20,8 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.helpers import Gateway
 
+PARAMETERLESS = {"GET /healthz", "GET /readyz"}
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -36,7 +38,7 @@ def test_generated_requests_never_get_a_5xx_and_match_the_document(gateway: Gate
     assert {op.label for op in operations} >= {"POST /purchase", "GET /readyz"}
     sent: dict[str, set[int]] = {}
     for operation, mode in itertools.product(operations, list(schemathesis.GenerationMode)):
-        if mode is schemathesis.GenerationMode.NEGATIVE and operation.method.upper() != "POST":
+        if mode is schemathesis.GenerationMode.NEGATIVE and operation.label in PARAMETERLESS:
             continue  # nothing to get wrong in a GET without parameters
 
         @settings(
