@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format clean reconcile bench-ack-modes
+.PHONY: install run test lint format clean reconcile trace stream bench-ack-modes
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python >= 3.11 is required"; exit 1; }
@@ -34,6 +34,14 @@ format: install
 # Picks up the embedded servers of a running `make run` unless REDIS_URL/DATABASE_URL are set.
 reconcile: install
 	@set -a; [ -f .data/stack.env ] && . ./.data/stack.env; set +a; $(BIN)/python -m flusher.reconcile
+
+# make trace TX=312312312312: one purchase end to end. make stream: the stream as a whole.
+trace: install
+	@test -n "$(TX)" || { echo "usage: make trace TX=<transaction_id> [ARGS=--json]"; exit 2; }
+	@set -a; [ -f .data/stack.env ] && . ./.data/stack.env; set +a; $(BIN)/python -m flusher.trace tx "$(TX)" $(ARGS)
+
+stream: install
+	@set -a; [ -f .data/stack.env ] && . ./.data/stack.env; set +a; $(BIN)/python -m flusher.trace stream $(ARGS)
 
 bench-ack-modes: install
 	$(BIN)/python -m bench.ack_modes

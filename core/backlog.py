@@ -1,0 +1,52 @@
+"""How far behind the flusher is: measured from the stream and its consumer group."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from core.constants import GROUP, STREAM
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    oldest_unflushed_age_s: float
+    stream_length: int
+    pending: int
+
+
+def _id_ms(entry_id: bytes | str | None) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    return int(text.split("-", 1)[0])
+
+
+async def measure(redis: Redis, stream: str = STREAM, group: str = GROUP) -> Backlog:
+    """Age of the oldest unacknowledged entry (pending or not yet delivered), and length."""
+    length = int(await redis.xlen(stream))
+    oldest_ms: int | None = None
+    pending = 0
+    try:
+        groups: Any = await redis.xinfo_groups(stream)
+        info = next((g for g in groups if g["name"] in (group, group.encode())), None)
+    except ResponseError:
+        info = None  # no stream yet
+    if info is None:
+        first = await redis.xrange(stream, count=1)
+        oldest_ms = _id_ms(first[0][0]) if first else None
+    else:
+        summary: Any = await redis.xpending(stream, group)
+        pending = int(summary["pending"])
+        if pending:
+            oldest_ms = _id_ms(summary["min"])
+        last = info["last-delivered-id"]
+        last = last.decode() if isinstance(last, bytes) else last
+        undelivered = await redis.xrange(stream, min=f"({last}", count=1)
+        if undelivered:
+            first_ms = _id_ms(undelivered[0][0])
+            oldest_ms = first_ms if oldest_ms is None else min(oldest_ms, first_ms)
+    age = 0.0 if oldest_ms is None else max(0.0, time.time() - oldest_ms / 1000)
+    return Backlog(age, length, pending)

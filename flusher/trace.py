@@ -1,0 +1,308 @@
+"""Inspect the pipeline directly: one purchase end to end, or the stream as a whole.
+
+    python -m flusher.trace tx TRANSACTION_ID [--json]     (make trace TX=...)
+    python -m flusher.trace stream [--json]                (make stream)
+
+For a transaction: its stream entry, whether it is pending and on which consumer, its
+delivery count and idle time, and whether it is persisted (or was recorded as a rejected
+duplicate or a dead letter). For the stream: length, memory, consumer groups, lag,
+pending per consumer, age of the oldest unacknowledged entry, and the flushers' figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+import asyncpg
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from core.backlog import measure
+from core.constants import GROUP, IDEMPOTENCY_PREFIX, STREAM
+from core.events import event_decoder
+from core.flusher_stats import read_published_stats
+from core.settings import Settings, SettingsError
+from flusher.stream import parse_id
+
+LAG_SCAN_CAP = 100_000
+
+
+class TxTrace(msgspec.Struct):
+    transaction_id: str
+    stage: str
+    """UNKNOWN; ACCEPTED (in the stream, not yet delivered); PENDING (delivered to a consumer,
+    not acknowledged); PERSISTED; ORPHANED (delivered and no longer pending, yet not in
+    PostgreSQL: someone removed it from the group, e.g. XGROUP DELCONSUMER)."""
+    stream_entry_id: str | None = None
+    in_stream: bool = False
+    request_id: str | None = None
+    accepted_at_us: int | None = None
+    idempotency_ttl_s: int | None = None
+    pending_consumer: str | None = None
+    pending_idle_ms: int | None = None
+    delivery_count: int | None = None
+    persisted_at: str | None = None
+    persisted_entry_id: str | None = None
+    rejected_duplicates: list[str] = []
+    dead_letter: str | None = None
+
+
+class ConsumerView(msgspec.Struct):
+    name: str
+    pending: int
+    idle_ms: int
+
+
+class GroupView(msgspec.Struct):
+    name: str
+    last_delivered_id: str
+    pending: int
+    lag: int
+    lag_is_lower_bound: bool
+    consumers: list[ConsumerView]
+
+
+class StreamView(msgspec.Struct):
+    stream: str
+    length: int
+    first_entry_id: str | None
+    last_entry_id: str | None
+    memory_bytes: int | None
+    redis_used_memory_bytes: int
+    oldest_unacked_age_s: float
+    groups: list[GroupView]
+    flushers: dict[str, dict[str, str]]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def trace_transaction(redis: Redis, conn: asyncpg.Connection, tx: str) -> TxTrace:
+    trace = TxTrace(tx, "UNKNOWN")
+    marker: Any = await redis.get(IDEMPOTENCY_PREFIX + tx.encode())
+    row = await conn.fetchrow(
+        "SELECT stream_entry_id, request_id, persisted_at FROM transactions"
+        " WHERE transaction_id = $1",
+        tx,
+    )
+    if marker is not None:
+        trace.stream_entry_id = _text(marker).rpartition("|")[2]
+        trace.idempotency_ttl_s = int(await redis.ttl(IDEMPOTENCY_PREFIX + tx.encode()))
+    elif row is not None:
+        trace.stream_entry_id = row["stream_entry_id"]
+    if trace.stream_entry_id:
+        entry_id = trace.stream_entry_id
+        found: Any = await redis.xrange(STREAM, entry_id, entry_id)
+        if found:
+            trace.in_stream = True
+            event = event_decoder.decode(found[0][1][b"p"])
+            trace.request_id, trace.accepted_at_us = event.request_id, event.accepted_at_us
+            delivered = await _last_delivered(redis)
+            orphaned = delivered is not None and parse_id(entry_id) <= delivered
+            trace.stage = "ORPHANED" if orphaned else "ACCEPTED"
+        try:
+            detail: Any = await redis.xpending_range(STREAM, GROUP, entry_id, entry_id, 1)
+        except ResponseError:
+            detail = []
+        if detail:
+            trace.stage = "PENDING"
+            trace.pending_consumer = _text(detail[0]["consumer"])
+            trace.pending_idle_ms = int(detail[0]["time_since_delivered"])
+            trace.delivery_count = int(detail[0]["times_delivered"])
+    if row is not None:
+        trace.stage = "PERSISTED"
+        trace.persisted_at = row["persisted_at"].isoformat()
+        trace.persisted_entry_id = row["stream_entry_id"]
+        trace.request_id = trace.request_id or row["request_id"]
+    trace.rejected_duplicates = [
+        r["stream_entry_id"]
+        for r in await conn.fetch(
+            "SELECT stream_entry_id FROM duplicate_entries WHERE transaction_id = $1"
+            " ORDER BY recorded_at",
+            tx,
+        )
+    ]
+    if trace.stream_entry_id:
+        trace.dead_letter = await conn.fetchval(
+            "SELECT error FROM dead_letters WHERE stream_entry_id = $1", trace.stream_entry_id
+        )
+    return trace
+
+
+async def _last_delivered(redis: Redis) -> tuple[int, int] | None:
+    try:
+        groups: Any = await redis.xinfo_groups(STREAM)
+    except ResponseError:
+        return None
+    for g in groups:
+        if _text(g["name"]) == GROUP:
+            return parse_id(_text(g["last-delivered-id"]))
+    return None
+
+
+async def inspect_stream(redis: Redis) -> StreamView:
+    length = int(await redis.xlen(STREAM))
+    first: Any = await redis.xrange(STREAM, count=1)
+    last: Any = await redis.xrevrange(STREAM, count=1)
+    try:
+        memory = await redis.memory_usage(STREAM)
+    except ResponseError:
+        memory = None
+    info: Any = await redis.info("memory")
+    backlog = await measure(redis)
+    try:
+        raw_groups: Any = await redis.xinfo_groups(STREAM)
+    except ResponseError:
+        raw_groups = []
+    groups = []
+    for g in raw_groups:
+        name = _text(g["name"])
+        last_delivered = _text(g["last-delivered-id"])
+        consumers: Any = await redis.xinfo_consumers(STREAM, name)
+        lag, capped = await _lag(redis, g, last_delivered)
+        groups.append(
+            GroupView(
+                name=name,
+                last_delivered_id=last_delivered,
+                pending=int(g["pending"]),
+                lag=lag,
+                lag_is_lower_bound=capped,
+                consumers=[
+                    ConsumerView(_text(c["name"]), int(c["pending"]), int(c["idle"]))
+                    for c in consumers
+                ],
+            )
+        )
+    return StreamView(
+        stream=STREAM,
+        length=length,
+        first_entry_id=_text(first[0][0]) if first else None,
+        last_entry_id=_text(last[0][0]) if last else None,
+        memory_bytes=memory,
+        redis_used_memory_bytes=int(info["used_memory"]),
+        oldest_unacked_age_s=round(backlog.oldest_unflushed_age_s, 3),
+        groups=groups,
+        flushers=await read_published_stats(redis),
+    )
+
+
+async def _lag(redis: Redis, group: Any, last_delivered: str) -> tuple[int, bool]:
+    """Entries not yet delivered to the group (Redis 7 reports it; 6.2 is counted)."""
+    if group.get("lag") is not None:
+        return int(group["lag"]), False
+    counted, cursor = 0, f"({last_delivered}"
+    while counted < LAG_SCAN_CAP:
+        chunk: Any = await redis.xrange(STREAM, min=cursor, count=5000)
+        counted += len(chunk)
+        if len(chunk) < 5000:
+            return counted, False
+        cursor = "(" + _text(chunk[-1][0])
+    return counted, True
+
+
+def render_tx(t: TxTrace) -> str:
+    rows: list[tuple[str, object]] = [
+        ("transaction", t.transaction_id),
+        ("stage", t.stage),
+        ("stream entry", t.stream_entry_id or "-"),
+        ("still in stream", "yes" if t.in_stream else "no"),
+        ("request id", t.request_id or "-"),
+        ("idempotency key ttl", f"{t.idempotency_ttl_s}s" if t.idempotency_ttl_s else "-"),
+    ]
+    if t.pending_consumer:
+        rows += [
+            ("pending on", t.pending_consumer),
+            ("idle", f"{t.pending_idle_ms} ms"),
+            ("deliveries", t.delivery_count),
+        ]
+    rows += [
+        ("persisted at", t.persisted_at or "-"),
+        ("rejected duplicates", ", ".join(t.rejected_duplicates) or "-"),
+        ("dead letter", t.dead_letter or "-"),
+    ]
+    return _table(rows)
+
+
+def render_stream(v: StreamView) -> str:
+    rows: list[tuple[str, object]] = [
+        ("stream", v.stream),
+        ("length", v.length),
+        ("first / last entry", f"{v.first_entry_id or '-'} / {v.last_entry_id or '-'}"),
+        ("stream memory", f"{v.memory_bytes} bytes" if v.memory_bytes is not None else "-"),
+        ("redis used memory", f"{v.redis_used_memory_bytes} bytes"),
+        ("oldest unacknowledged", f"{v.oldest_unacked_age_s} s"),
+    ]
+    for g in v.groups:
+        lag = f"{'>=' if g.lag_is_lower_bound else ''}{g.lag}"
+        rows += [
+            (
+                f"group {g.name}",
+                f"last delivered {g.last_delivered_id}, lag {lag}, pending {g.pending}",
+            )
+        ]
+        rows += [
+            (f"  consumer {c.name}", f"pending {c.pending}, idle {c.idle_ms} ms")
+            for c in g.consumers
+        ]
+    for name, figures in v.flushers.items():
+        rows.append(
+            (
+                f"flusher {name}",
+                f"batches {figures.get('batches_total')}, rows {figures.get('rows_written_total')}",
+            )
+        )
+    return _table(rows)
+
+
+def _table(rows: list[tuple[str, object]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+async def _main(settings: Settings, args: argparse.Namespace) -> int:
+    redis = Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s * 5)
+    try:
+        if args.what == "tx":
+            conn = await asyncpg.connect(settings.database_url)
+            try:
+                result: msgspec.Struct = await trace_transaction(redis, conn, args.transaction_id)
+            finally:
+                await conn.close()
+            text = render_tx(result)  # type: ignore[arg-type]
+        else:
+            result = await inspect_stream(redis)
+            text = render_stream(result)
+    finally:
+        await redis.aclose()
+    print(msgspec.json.encode(result).decode() if args.json else text)
+    return 1 if args.what == "tx" and result.stage == "UNKNOWN" else 0  # type: ignore[attr-defined]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flusher.trace",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="what", required=True)
+    tx = sub.add_parser("tx", help="one purchase, end to end")
+    tx.add_argument("transaction_id")
+    tx.add_argument("--json", action="store_true")
+    stream = sub.add_parser("stream", help="the stream, its groups and consumers")
+    stream.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"trace: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_main(settings, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
