@@ -47,6 +47,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ack_replicas: Annotated[int, Meta(ge=0)] = 0
     ack_replicas_timeout_ms: Positive = 100
     access_log: bool = False
+    log_purchases: bool = False
     cache_enabled: bool = True
     cache_ttl_s: Positive = 300
     cache_immutable_ttl_s: Positive = 3600

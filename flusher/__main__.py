@@ -11,6 +11,7 @@ import sys
 
 import uvloop
 
+from core import logs
 from core.settings import Settings, SettingsError
 from flusher.connections import open_flusher
 
@@ -62,9 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"flusher: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logs.configure(settings.log_level)
     return uvloop.run(serve(settings, drain=args.drain))
 
 

@@ -8,6 +8,7 @@ from granian import Granian
 from granian.constants import Interfaces, Loops
 from granian.log import LogLevels
 
+from core import logs
 from core.settings import Settings, SettingsError
 
 
@@ -27,6 +28,7 @@ def main() -> int:
         websockets=False,
         log_level=LogLevels(settings.log_level.lower()),
         log_access=settings.access_log,
+        log_dictconfig=logs.granian_dictconfig(settings.log_level),
     ).serve()
     return 0
 

@@ -8,6 +8,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from core import logs
 from core.flusher_stats import FLUSHER_FIELDS, read_published_stats
 from core.settings import Settings
 from gateway import openapi, redis_client
@@ -105,9 +106,7 @@ class App:
     async def startup(self) -> None:
         settings = self._settings or Settings.from_env()
         self._settings = settings
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
+        logs.configure(settings.log_level)
         self._redis = redis_client.connect(settings)
         # A separate small pool for readiness and backlog checks: they never queue behind,
         # or take connections from, the appends.
@@ -143,6 +142,7 @@ class App:
             max_body_bytes=settings.max_body_bytes,
             retry_after_s=settings.retry_after_s,
             ack_latency=self.metrics.ack_latency,
+            log_purchases=settings.log_purchases,
         )
         self._history = HistoryStore(
             settings.database_url,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from hashlib import blake2b
 from typing import Final
@@ -27,6 +28,7 @@ from gateway.responses import CONTENT_TYPE_JSON, Response
 from gateway.types import Receive, Scope
 
 REPLAYED: Final = (b"idempotent-replayed", b"true")
+log = logging.getLogger("monokera.purchase")
 
 
 class PurchaseHandler:
@@ -39,8 +41,10 @@ class PurchaseHandler:
         max_body_bytes: int,
         retry_after_s: int,
         ack_latency: Histogram,
+        log_purchases: bool = False,
     ) -> None:
         self._ack_latency = ack_latency
+        self._log_purchases = log_purchases
         self._appender = appender
         self._backlog = backlog
         self._retry_after_s = retry_after_s
@@ -97,6 +101,15 @@ class PurchaseHandler:
                     [ErrorDetail("$.transaction_id", "already used with a different body")],
                 )
             headers.append(REPLAYED)
+        if self._log_purchases:
+            log.info(
+                "purchase replayed" if appended.replayed else "purchase accepted",
+                extra={
+                    "request_id": request_id,
+                    "transaction_id": request.transaction_id,
+                    "stream_entry_id": appended.entry_id.decode(),
+                },
+            )
         return Response(200, encoder.encode(response_for(request)), headers)
 
 
