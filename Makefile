@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format clean reconcile trace stream bench-ack-modes
+.PHONY: install run test lint format clean reconcile trace stream bench-ack-modes bench-reads
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python >= 3.11 is required"; exit 1; }
@@ -45,6 +45,9 @@ stream: install
 
 bench-ack-modes: install
 	$(BIN)/python -m bench.ack_modes
+
+bench-reads: install
+	$(BIN)/python -m bench.reads
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.wrk import run_wrk
 from devstack.processes import free_port, port_accepts, stop_process, wait_until
 from devstack.redis_server import RedisServer
 
@@ -31,30 +31,7 @@ SCRIPT = HERE / "purchase.lua"
 
 
 def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(SCRIPT), url],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    latency = {
-        p: _ms(m.group(1))
-        for p in ("50", "90", "99")
-        if (m := re.search(rf"^\s+{p}%\s+([\d.]+[a-z]+)\s*$", out, re.M))
-    }
-    return {
-        "rate": rate,
-        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-        **{f"p{p}_ms": v for p, v in latency.items()},
-    }
-
-
-def _ms(text: str) -> float:
-    value = float(re.sub(r"[a-z]+$", "", text))
-    unit = re.search(r"[a-z]+$", text).group(0)  # type: ignore[union-attr]
-    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return run_wrk(url, seconds, connections, SCRIPT)
 
 
 def serve(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:

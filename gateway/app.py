@@ -44,6 +44,7 @@ class App:
         self._settings = settings
         self._redis: Redis | None = None
         self._control: Redis | None = None
+        self._reads_redis: Redis | None = None
         self._appender: StreamAppender | None = None
         self._backlog: BacklogMonitor | None = None
         self._router = Router()
@@ -107,10 +108,11 @@ class App:
         settings = self._settings or Settings.from_env()
         self._settings = settings
         logs.configure(settings.log_level)
-        self._redis = redis_client.connect(settings)
-        # A separate small pool for readiness and backlog checks: they never queue behind,
-        # or take connections from, the appends.
-        self._control = redis_client.connect(settings, max_connections=2)
+        self._redis = redis_client.connect(settings, settings.append_max_inflight + 1)
+        # Separate pools: readiness and backlog checks, and the read cache, never queue
+        # behind the appends or take their connections.
+        self._control = redis_client.connect(settings, 4)
+        self._reads_redis = redis_client.connect(settings, 16)
         self._appender = StreamAppender(
             self._redis,
             idempotency_ttl_s=settings.idempotency_ttl_s,
@@ -150,12 +152,12 @@ class App:
             max_size=settings.pg_pool_size,
         )
         self._cache = ReadCache(
-            self._control,
+            self._reads_redis,
             ttl_s=settings.cache_ttl_s,
             immutable_ttl_s=settings.cache_immutable_ttl_s,
             enabled=settings.cache_enabled,
         )
-        reads = Reads(self._history, self._cache, self._control)
+        reads = Reads(self._history, self._cache, self._reads_redis)
         router = Router()
         router.add("/purchase", {"POST": purchase})
         router.add("/transactions/{transaction_id}", {"GET": reads.transaction})
@@ -174,7 +176,7 @@ class App:
             await self._appender.close()
         if self._history is not None:
             await self._history.close()
-        for client in (self._redis, self._control):
+        for client in (self._redis, self._control, self._reads_redis):
             if client is not None:
                 await client.aclose()
 

@@ -1,9 +1,10 @@
 """Read-through cache in Redis for the read endpoints.
 
-Account reads (history pages, summaries) are keyed by the account's version, which the
-flusher bumps after every commit touching the account and before acknowledging it: a
-bump makes all older copies unreachable, so no read that starts after the flusher has
-finished a batch can be served data without it. Persisted transactions never change and
+Account reads (history pages, summaries) are stored with the account's version, which the
+flusher bumps after every commit touching the account and before acknowledging it. A read
+fetches the current version and the cached copy in one MGET and uses the copy only if it
+was stored under that same version: a bump makes all older copies stale at once, so no
+read that starts after the flusher has finished a batch can be served data without it. Persisted transactions never change and
 are cached without invalidation, bounded by a TTL and Redis eviction.
 
 The cache is an optimisation: when Redis fails, reads go to PostgreSQL and nothing is
@@ -13,15 +14,12 @@ stored.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from importlib.resources import files
-from typing import Any, Final
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.constants import ACCOUNT_VERSION_PREFIX, CACHE_PREFIX
-
-_GET_VERSIONED: Final = (files("gateway") / "cache_get.lua").read_text()
 
 
 class CacheStats:
@@ -39,7 +37,6 @@ class ReadCache:
         self._ttl_s = ttl_s
         self._immutable_ttl_s = immutable_ttl_s
         self._enabled = enabled
-        self._get_versioned = redis.register_script(_GET_VERSIONED)
         self.stats = CacheStats()
 
     async def account_read(
@@ -48,23 +45,24 @@ class ReadCache:
         """``load()`` unless a copy for the account's current version is cached."""
         if not self._enabled:
             return await load()
-        prefix = CACHE_PREFIX + kind + b":" + account.encode() + b":"
+        key = CACHE_PREFIX + kind + b":" + account.encode() + b":" + suffix
         try:
-            reply: Any = await self._get_versioned(
-                keys=[ACCOUNT_VERSION_PREFIX + account.encode()], args=[prefix, b":" + suffix]
-            )
+            reply: Any = await self._redis.mget(ACCOUNT_VERSION_PREFIX + account.encode(), key)
         except (RedisError, OSError):
             self.stats.errors += 1
             return await load()
-        version, cached = reply
-        if cached:
-            self.stats.hits += 1
-            return bytes(cached)
+        version = bytes(reply[0] or b"0")
+        cached = reply[1]
+        if cached is not None:
+            stored_version, _, value = bytes(cached).partition(b"|")
+            if stored_version == version:
+                self.stats.hits += 1
+                return value
         self.stats.misses += 1
         value = await load()
-        # Stored under the version read *before* loading: if the flusher bumped it
-        # meanwhile, this copy is already unreachable, never served stale.
-        await self._store(prefix + version + b":" + suffix, value, self._ttl_s)
+        # Stored with the version read *before* loading: if the flusher bumped it
+        # meanwhile, this copy is already stale and will never be served.
+        await self._store(key, version + b"|" + value, self._ttl_s)
         return value
 
     async def immutable_get(self, key: bytes) -> bytes | None:
