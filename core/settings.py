@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Mapping
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -98,6 +99,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise
         except (TypeError, ValueError) as exc:  # pragma: no cover - msgspec checked above
             raise SettingsError(str(exc)) from None
+
+    @classmethod
+    def for_command(cls, program: str) -> Settings:
+        """Settings for a command line program: a bad variable ends it with status 2."""
+        try:
+            return cls.from_env()
+        except SettingsError as exc:
+            print(f"{program}: configuration error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     def as_env(self) -> dict[str, str]:
         """The settings as environment variables, for child processes."""

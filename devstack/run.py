@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.settings import Settings, SettingsError, env_name, redact
+from core.settings import Settings, env_name, redact
 from devstack.processes import port_accepts, stop_process, wait_until
 from devstack.stack import EmbeddedStack, migrate_url
 
@@ -34,11 +34,7 @@ def flusher_command() -> list[str]:
 
 
 def main() -> int:
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"make run: configuration error: {exc}", file=sys.stderr)
-        return 2
+    settings = Settings.for_command("make run")
     started = time.monotonic()
     stop_requested = False
 

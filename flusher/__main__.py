@@ -12,7 +12,7 @@ import sys
 import uvloop
 
 from core import logs
-from core.settings import Settings, SettingsError
+from core.settings import Settings
 from flusher.connections import open_flusher
 
 log = logging.getLogger("flusher")
@@ -58,11 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flusher", description=__doc__)
     parser.add_argument("--drain", action="store_true", help="flush what is there, then exit")
     args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"flusher: configuration error: {exc}", file=sys.stderr)
-        return 2
+    settings = Settings.for_command("flusher")
     logs.configure(settings.log_level)
     return uvloop.run(serve(settings, drain=args.drain))
 

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from core.constants import GROUP, STREAM
-from core.settings import Settings, SettingsError
+from core.settings import Settings
 from flusher.stream import parse_id
 
 SCAN_CHUNK = 5000
@@ -182,11 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flusher.reconcile", description=__doc__)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"reconcile: configuration error: {exc}", file=sys.stderr)
-        return 2
+    settings = Settings.for_command("reconcile")
     return asyncio.run(_main(settings, args.json))
 
 

@@ -25,7 +25,7 @@ from core.backlog import measure
 from core.constants import GROUP, IDEMPOTENCY_PREFIX, STREAM
 from core.events import event_decoder
 from core.flusher_stats import read_published_stats
-from core.settings import Settings, SettingsError
+from core.settings import Settings
 from flusher.stream import parse_id
 
 LAG_SCAN_CAP = 100_000
@@ -296,11 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     stream = sub.add_parser("stream", help="the stream, its groups and consumers")
     stream.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"trace: configuration error: {exc}", file=sys.stderr)
-        return 2
+    settings = Settings.for_command("trace")
     return asyncio.run(_main(settings, args))
 
 

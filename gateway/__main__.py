@@ -9,15 +9,11 @@ from granian.constants import Interfaces, Loops
 from granian.log import LogLevels
 
 from core import logs
-from core.settings import Settings, SettingsError
+from core.settings import Settings
 
 
 def main() -> int:
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"gateway: configuration error: {exc}", file=sys.stderr)
-        return 2
+    settings = Settings.for_command("gateway")
     Granian(
         "gateway.app:app",
         address=settings.host,

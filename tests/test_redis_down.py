@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
@@ -17,21 +19,32 @@ from tests.conftest import env_for
 from tests.helpers import Gateway, HttpClient, purchase
 
 
-async def test_redis_down_is_503_with_retry_after_and_the_gateway_recovers(
-    settings: Settings, tmp_path: Path
-) -> None:
-    own = RedisServer(tmp_path / "redis", free_port(), appendfsync="always")
+@contextlib.asynccontextmanager
+async def redis_and_gateway(
+    settings: Settings, tmp_path: Path, appendfsync: str
+) -> AsyncIterator[tuple[RedisServer, Gateway, HttpClient]]:
+    """A Redis of the test's own (to kill) and a gateway on it; both stopped afterwards."""
+    own = RedisServer(tmp_path / "redis", free_port(), appendfsync=appendfsync)
     own.start()
     try:
         gateway = Gateway(
             env_for(msgspec.structs.replace(settings, redis_url=own.url, redis_timeout_s=0.5)),
             tmp_path / "gateway.log",
         )
-    except BaseException:
-        own.kill()
-        raise
-    client = HttpClient(gateway.url)
-    try:
+        client = HttpClient(gateway.url)
+        try:
+            yield own, gateway, client
+        finally:
+            await client.close()
+            gateway.stop()
+    finally:
+        own.stop()
+
+
+async def test_redis_down_is_503_with_retry_after_and_the_gateway_recovers(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with redis_and_gateway(settings, tmp_path, "always") as (own, gateway, client):
         before = await client.post("/purchase", json=purchase("before-crash"))
         assert before.status_code == 200
 
@@ -56,10 +69,6 @@ async def test_redis_down_is_503_with_retry_after_and_the_gateway_recovers(
         ]
         await check.aclose()
         assert ids == ["before-crash", "after-restart"]  # acknowledged survived, refused absent
-    finally:
-        await client.close()
-        gateway.stop()
-        own.stop()
     assert "Traceback" not in gateway.output()
 
 
@@ -68,18 +77,7 @@ async def test_redis_killed_under_load_keeps_every_acknowledged_purchase(
 ) -> None:
     """Default mode (appendfsync everysec): Redis writes the AOF before it replies, so a
     crash of the redis-server process loses nothing that was acknowledged."""
-    own = RedisServer(tmp_path / "redis", free_port(), appendfsync="everysec")
-    own.start()
-    try:
-        gateway = Gateway(
-            env_for(msgspec.structs.replace(settings, redis_url=own.url, redis_timeout_s=0.5)),
-            tmp_path / "gateway.log",
-        )
-    except BaseException:
-        own.kill()
-        raise
-    client = HttpClient(gateway.url)
-    try:
+    async with redis_and_gateway(settings, tmp_path, "everysec") as (own, _, client):
         posts = [
             asyncio.create_task(client.post("/purchase", json=purchase(f"crash-{i}")))
             for i in range(3000)
@@ -104,7 +102,3 @@ async def test_redis_killed_under_load_keeps_every_acknowledged_purchase(
             f"\nredis SIGKILL: {len(acknowledged)} acknowledged, {len(refused)} refused, {len(acknowledged - stored)} acknowledged-but-lost, {len(stored - acknowledged)} stored-but-refused"
         )
         assert acknowledged <= stored
-    finally:
-        await client.close()
-        gateway.stop()
-        own.stop()

@@ -1,0 +1,64 @@
+"""One settings object from the environment; a bad variable is named, and stops the process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from core.settings import Settings, SettingsError
+from tests.helpers import ROOT
+
+
+def test_defaults_need_no_environment() -> None:
+    settings = Settings.from_env({})
+    assert (settings.port, settings.max_body_bytes, settings.redis_appendfsync) == (
+        8000,
+        65536,
+        "everysec",
+    )
+
+
+def test_values_are_parsed_from_text() -> None:
+    settings = Settings.from_env(
+        {"MONOKERA_PORT": "9000", "MONOKERA_ACCESS_LOG": "true", "MONOKERA_CACHE_TTL_S": "60"}
+    )
+    assert (settings.port, settings.access_log, settings.cache_ttl_s) == (9000, True, 60)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MONOKERA_PORT", "eighty"),
+        ("MONOKERA_PORT", "70000"),
+        ("MONOKERA_BATCH_SIZE", "0"),
+        ("MONOKERA_LOG_LEVEL", "LOUD"),
+        ("MONOKERA_REDIS_APPENDFSYNC", "sometimes"),
+        ("REDIS_URL", "http://127.0.0.1:6379"),
+        ("DATABASE_URL", "mysql://db/monokera"),
+    ],
+)
+def test_a_bad_value_is_an_error_naming_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env({variable: value})
+
+
+def test_every_setting_round_trips_through_the_environment() -> None:
+    settings = Settings.from_env({"MONOKERA_CONSUMER": "f-1", "MONOKERA_ACK_REPLICAS": "2"})
+    assert Settings.from_env(settings.as_env()) == settings
+
+
+def test_a_command_with_a_bad_variable_exits_2_and_says_which() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "flusher"],
+        env={**os.environ, "MONOKERA_BATCH_SIZE": "-5"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "MONOKERA_BATCH_SIZE" in done.stderr
+    assert "Traceback" not in done.stderr
