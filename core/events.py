@@ -83,7 +83,7 @@ class PurchaseEvent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     customer_name: Name
     seller_name: Name
     legs: tuple[Leg, Leg]
-    request_id: Annotated[str, Meta(max_length=64, pattern=_PRINTABLE)]
+    request_id: Annotated[str, Meta(max_length=80, pattern=_PRINTABLE)]  # id[:item]
     accepted_at_us: Annotated[int, Meta(ge=0, lt=253_402_300_800_000_000)]  # before year 10000
 
     @property

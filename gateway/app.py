@@ -160,6 +160,7 @@ class App:
         reads = Reads(self._history, self._cache, self._reads_redis)
         router = Router()
         router.add("/purchase", {"POST": purchase})
+        router.add("/purchases", {"POST": purchase.batch})
         router.add("/transactions/{transaction_id}", {"GET": reads.transaction})
         router.add("/accounts/{account}", {"GET": reads.summary})
         router.add("/accounts/{account}/transactions", {"GET": reads.history})

@@ -26,7 +26,7 @@ from gateway.responses import Response, json_response
 from gateway.types import Headers
 
 
-class ErrorDetail(msgspec.Struct, omit_defaults=True):
+class ErrorDetail(msgspec.Struct):
     path: str
     message: str
 

@@ -93,6 +93,43 @@ def build() -> dict[str, Any]:
                     "responses": purchase_responses,
                 }
             },
+            "/purchases": {
+                "post": {
+                    "operationId": "purchases",
+                    "summary": "Up to 1,000 purchases; one result per item, in order",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "array",
+                                    "items": request,
+                                    "minItems": 1,
+                                    "maxItems": 1000,
+                                },
+                                "example": [SEED_EXAMPLE],
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "The seed's response for each accepted item, an error body for each rejected one",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "array",
+                                        "items": {"oneOf": [response, error]},
+                                    }
+                                }
+                            },
+                        },
+                        **{
+                            status: purchase_responses[status]
+                            for status in ("400", "413", "415", "422", "503")
+                        },
+                    },
+                }
+            },
             "/transactions/{transaction_id}": {
                 "get": {
                     "operationId": "getTransaction",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from hashlib import blake2b
@@ -9,16 +10,25 @@ from typing import Final
 
 import msgspec
 
-from core.events import encoder, event_from_request, request_decoder, response_for
-from gateway.appender import StreamAppender
+from core.events import (
+    PurchaseRequest,
+    encoder,
+    event_from_request,
+    request_decoder,
+    response_for,
+)
+from gateway.appender import Appended, StreamAppender
 from gateway.backlog import BacklogMonitor
 from gateway.body import declared_length, read_body
 from gateway.errors import (
+    ErrorBody,
     ErrorDetail,
+    HTTPError,
     IdempotencyConflict,
     InvalidPurchase,
     MalformedJSON,
     Overloaded,
+    ServiceUnavailable,
     UnsupportedMediaType,
     details_from_validation,
 )
@@ -32,6 +42,8 @@ log = logging.getLogger("monokera.purchase")
 
 
 class PurchaseHandler:
+    """POST /purchase (one purchase) and POST /purchases (a JSON array of them)."""
+
     def __init__(
         self,
         appender: StreamAppender,
@@ -42,17 +54,78 @@ class PurchaseHandler:
         retry_after_s: int,
         ack_latency: Histogram,
         log_purchases: bool = False,
+        max_batch_items: int = 1000,
+        max_batch_body_bytes: int = 1024 * 1024,
     ) -> None:
-        self._ack_latency = ack_latency
-        self._log_purchases = log_purchases
         self._appender = appender
         self._backlog = backlog
-        self._retry_after_s = retry_after_s
         self._request_ids = request_ids
         self._limit = max_body_bytes
+        self._retry_after_s = retry_after_s
+        self._ack_latency = ack_latency
+        self._log_purchases = log_purchases
+        self._max_batch_items = max_batch_items
+        self._batch_limit = max_batch_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive) -> Response:
         started = time.perf_counter()
+        content_length, client_request_id = self._admit(scope)
+        body = await read_body(receive, self._limit, declared_length(content_length))
+        request = decode_purchase(body)
+        request_id = self._request_ids.accept_or_make(client_request_id)
+        appended, fingerprint = await self._append(request, request_id)
+        self._ack_latency.observe(time.perf_counter() - started)
+        headers = [
+            CONTENT_TYPE_JSON,
+            (b"x-request-id", request_id.encode()),
+            (b"x-stream-entry-id", appended.entry_id),
+        ]
+        if appended.replayed:
+            raise_on_conflict(request, appended, fingerprint)
+            headers.append(REPLAYED)
+        return Response(200, encoder.encode(response_for(request)), headers)
+
+    async def batch(self, scope: Scope, receive: Receive) -> Response:
+        """Each item is atomic on its own: one bad item does not reject the others. The
+        answer holds one result per item, in order: the seed's response for each accepted
+        (or replayed) purchase, the usual error body for each rejected one."""
+        started = time.perf_counter()
+        content_length, client_request_id = self._admit(scope)
+        body = await read_body(receive, self._batch_limit, declared_length(content_length))
+        items = decode_batch(body, self._max_batch_items)
+        request_id = self._request_ids.accept_or_make(client_request_id)
+        results: list[object] = [None] * len(items)
+        pending: list[tuple[int, PurchaseRequest]] = []
+        for index, raw in enumerate(items):
+            try:
+                pending.append((index, decode_purchase(raw, f"$[{index}]")))
+            except HTTPError as exc:
+                results[index] = error_object(exc)
+        outcomes = await asyncio.gather(
+            *(self._append(request, f"{request_id}:{index}") for index, request in pending),
+            return_exceptions=True,
+        )
+        for (index, request), outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, ServiceUnavailable):
+                raise outcome  # not acknowledged: retrying the whole batch is safe
+            if isinstance(outcome, BaseException):
+                raise outcome
+            appended, fingerprint = outcome
+            try:
+                if appended.replayed:
+                    raise_on_conflict(request, appended, fingerprint, f"$[{index}]")
+                results[index] = response_for(request)
+            except HTTPError as exc:
+                results[index] = error_object(exc)
+        self._ack_latency.observe(time.perf_counter() - started)
+        return Response(
+            200,
+            encoder.encode(results),
+            [CONTENT_TYPE_JSON, (b"x-request-id", request_id.encode())],
+        )
+
+    def _admit(self, scope: Scope) -> tuple[bytes | None, bytes | None]:
+        """Backpressure and headers, before a byte of the body is read."""
         if self._backlog.refusal is not None:
             raise Overloaded(self._backlog.refusal, self._retry_after_s)
         content_type = content_length = client_request_id = None
@@ -67,40 +140,14 @@ class PurchaseHandler:
             raise UnsupportedMediaType(
                 f"Content-Type must be application/json, got {content_type.decode('latin-1')!r}"
             )
-        body = await read_body(receive, self._limit, declared_length(content_length))
-        try:
-            request = request_decoder.decode(body)
-        except msgspec.ValidationError as exc:
-            raise InvalidPurchase(
-                "the purchase does not match the schema", details_from_validation(str(exc))
-            ) from None
-        except msgspec.DecodeError as exc:
-            raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
-        except UnicodeDecodeError as exc:
-            raise MalformedJSON(
-                f"the body is not valid UTF-8: {exc.reason} at byte {exc.start}"
-            ) from None
+        return content_length, client_request_id
 
-        request_id = self._request_ids.accept_or_make(client_request_id)
+    async def _append(self, request: PurchaseRequest, request_id: str) -> tuple[Appended, bytes]:
         event = event_from_request(request, request_id, time.time_ns() // 1000)
         fingerprint = blake2b(encoder.encode(request), digest_size=16).hexdigest().encode()
         appended = await self._appender.append(
             request.transaction_id, fingerprint, encoder.encode(event)
         )
-        self._ack_latency.observe(time.perf_counter() - started)
-        headers = [
-            CONTENT_TYPE_JSON,
-            (b"x-request-id", request_id.encode()),
-            (b"x-stream-entry-id", appended.entry_id),
-        ]
-        if appended.replayed:
-            if appended.fingerprint != fingerprint:
-                raise IdempotencyConflict(
-                    f"transaction_id {request.transaction_id!r} was already used for a"
-                    " different purchase",
-                    [ErrorDetail("$.transaction_id", "already used with a different body")],
-                )
-            headers.append(REPLAYED)
         if self._log_purchases:
             log.info(
                 "purchase replayed" if appended.replayed else "purchase accepted",
@@ -110,7 +157,59 @@ class PurchaseHandler:
                     "stream_entry_id": appended.entry_id.decode(),
                 },
             )
-        return Response(200, encoder.encode(response_for(request)), headers)
+        return appended, fingerprint
+
+
+def decode_purchase(body: bytes, at: str = "$") -> PurchaseRequest:
+    try:
+        return request_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        details = details_from_validation(str(exc))
+        for detail in details:
+            detail.path = at + detail.path[1:]
+        raise InvalidPurchase("the purchase does not match the schema", details) from None
+    except msgspec.DecodeError as exc:
+        raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise MalformedJSON(
+            f"the body is not valid UTF-8: {exc.reason} at byte {exc.start}"
+        ) from None
+
+
+_batch_decoder: Final = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def decode_batch(body: bytes, max_items: int) -> list[msgspec.Raw]:
+    try:
+        items = _batch_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidPurchase(
+            "the body must be a JSON array of purchases", details_from_validation(str(exc))
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise MalformedJSON(f"the body is not valid UTF-8: {exc.reason}") from None
+    if not 1 <= len(items) <= max_items:
+        raise InvalidPurchase(
+            f"a batch holds 1 to {max_items} purchases, not {len(items)}",
+            [ErrorDetail("$", f"expected 1..{max_items} items")],
+        )
+    return items
+
+
+def raise_on_conflict(
+    request: PurchaseRequest, appended: Appended, fingerprint: bytes, at: str = "$"
+) -> None:
+    if appended.fingerprint != fingerprint:
+        raise IdempotencyConflict(
+            f"transaction_id {request.transaction_id!r} was already used for a different purchase",
+            [ErrorDetail(f"{at}.transaction_id", "already used with a different body")],
+        )
+
+
+def error_object(exc: HTTPError) -> ErrorBody:
+    return ErrorBody(exc.code, exc.message, exc.details)
 
 
 def is_json(content_type: bytes) -> bool:
