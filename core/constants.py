@@ -14,6 +14,9 @@ PAYLOAD_FIELD: Final = "p"
 PG_MIGRATION_LOCK: Final = 0x4D4F4E4F
 """Advisory-lock key that serialises migrations between processes ("MONO")."""
 
+PG_WRITE_LOCK: Final = 0x4D4F4E57
+"""Transaction-level advisory lock every flusher batch holds while it writes ("MONW")."""
+
 IDEMPOTENCY_PREFIX: Final = b"monokera:idem:"
 """Prefix of the per-transaction_id keys that make retries safe (value: fingerprint|entry id)."""
 

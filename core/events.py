@@ -15,10 +15,11 @@ import msgspec
 from msgspec import Meta
 
 # No control characters: PostgreSQL text cannot hold NUL, and none belongs in an id or a name.
-_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+# "(?!\n)$" because Python's "$" also matches before a final newline (ECMA's does not).
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*(?!\n)$"
 TransactionId = Annotated[str, Meta(min_length=1, max_length=64, pattern=_PRINTABLE)]
 Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=_PRINTABLE)]
-Account = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
+Account = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+(?!\n)$")]
 Amount = Annotated[int, Meta(gt=0, le=10**15, description="minor units")]
 Direction = Literal["DEBIT", "CREDIT"]
 
@@ -130,3 +131,8 @@ def response_for(req: PurchaseRequest) -> PurchaseResponse:
 request_decoder: Final = msgspec.json.Decoder(PurchaseRequest)
 event_decoder: Final = msgspec.json.Decoder(PurchaseEvent)
 encoder: Final = msgspec.json.Encoder()
+
+
+def is_valid_transaction_id(value: str) -> bool:
+    """The same rule the decoder applies to ``transaction_id``, for ids taken from a path."""
+    return 1 <= len(value) <= 64 and not any(ord(c) < 0x20 or c == "\x7f" for c in value)

@@ -22,7 +22,7 @@ FLUSHER_FIELDS: Final = {
     "redelivered_total": "Entries delivered again after a crash, written nothing.",
     "dead_letters_total": "Entries stored as dead letters.",
     "batch_seconds_total": "Time spent writing and acknowledging batches.",
-    "batch_size_max": "Largest batch so far.",
+    "batch_size_max": "Largest batch so far (a gauge).",
 }
 
 

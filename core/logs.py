@@ -66,6 +66,15 @@ def configure(level: str) -> None:
         granian.propagate = True
 
 
+def flush() -> None:
+    """Write out what is queued and stop the writer; Granian's forked workers end with
+    os._exit, so atexit alone would drop a stopping worker's last lines."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
 def granian_dictconfig(level: str) -> dict[str, Any]:
     """Granian's own loggers (startup, access log) as JSON lines too."""
     return {

@@ -62,10 +62,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     claim_idle_ms: Positive = 30_000
     reclaim_interval_s: PositiveFloat = 5.0
     trim_interval_s: PositiveFloat = 1.0
-    stream_retain_s: Annotated[float, Meta(ge=0)] = 300.0
+    stream_retain_s: Annotated[float, Meta(ge=0)] = 60.0
     pg_retry_max_s: PositiveFloat = 5.0
     pg_command_timeout_s: PositiveFloat = 60.0
-    pg_idle_in_transaction_timeout_s: PositiveFloat = 30.0
+    pg_transaction_timeout_s: PositiveFloat = 30.0
     shutdown_grace_s: PositiveFloat = 10.0
 
     # embedded stack (`make run`, tests)

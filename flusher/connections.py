@@ -22,7 +22,7 @@ async def open_flusher(settings: Settings) -> tuple[Flusher, Callable[[], Awaita
     store = PurchaseStore(
         settings.database_url,
         command_timeout_s=settings.pg_command_timeout_s,
-        idle_in_transaction_timeout_s=settings.pg_idle_in_transaction_timeout_s,
+        transaction_timeout_s=settings.pg_transaction_timeout_s,
     )
     flusher = Flusher(settings, GroupReader(redis, settings.consumer_name), store)
 

@@ -14,6 +14,7 @@ from typing import Final
 
 import asyncpg
 
+from core.constants import PG_WRITE_LOCK
 from core.events import PurchaseEvent
 from core.migrate import migrate
 from flusher.errors import PG_RETRYABLE, StoreUnavailable
@@ -174,15 +175,15 @@ class PurchaseStore:
         *,
         timeout_s: float = 10.0,
         command_timeout_s: float = 60.0,
-        idle_in_transaction_timeout_s: float = 30.0,
+        transaction_timeout_s: float = 30.0,
     ) -> None:
         self._dsn = dsn
         self._timeout_s = timeout_s
-        # A flusher frozen mid-transaction (SIGSTOP, a stuck host) would hold the row locks
-        # of its batch and stall whoever takes its entries over; PostgreSQL ends its session.
-        self._server_settings = {
-            "idle_in_transaction_session_timeout": str(int(idle_in_transaction_timeout_s * 1000))
-        }
+        # A flusher frozen mid-transaction (SIGSTOP, a stuck host) holds the write lock and
+        # would stall whoever takes its entries over: PostgreSQL ends such a transaction.
+        # transaction_timeout (PostgreSQL 17+) also covers a client frozen in the middle of
+        # the extended protocol, which idle_in_transaction_session_timeout does not.
+        self._transaction_timeout_ms = str(int(transaction_timeout_s * 1000))
         # A PostgreSQL that hangs without closing the connection must not hang the flusher:
         # past this a statement fails, the connection is dropped and the batch retried.
         self._command_timeout_s = command_timeout_s
@@ -196,11 +197,15 @@ class PurchaseStore:
                 self._dsn,
                 timeout=self._timeout_s,
                 command_timeout=self._command_timeout_s,
-                server_settings=self._server_settings,
+                server_settings={
+                    "idle_in_transaction_session_timeout": self._transaction_timeout_ms
+                },
             )
         except PG_RETRYABLE as exc:
             raise StoreUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
         try:
+            if conn.get_server_version().major >= 17:
+                await conn.execute(f"SET transaction_timeout = {int(self._transaction_timeout_ms)}")
             await migrate(conn)
             await conn.execute(CREATE_STAGING)
         except BaseException as exc:
@@ -231,6 +236,10 @@ class PurchaseStore:
     ) -> WriteResult:
         result = WriteResult()
         async with conn.transaction():
+            # One writer at a time, across flushers: ledger ids are then handed out in commit
+            # order (keyset pagination never skips a late commit), the duplicate check sees
+            # every earlier commit, and account_totals upserts cannot deadlock.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", PG_WRITE_LOCK)
             if good:
                 await conn.copy_records_to_table(
                     "incoming",

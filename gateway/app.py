@@ -180,6 +180,7 @@ class App:
         for client in (self._redis, self._control, self._reads_redis):
             if client is not None:
                 await client.aclose()
+        logs.flush()
 
     async def _openapi(self, scope: Scope, receive: Receive) -> Response:
         return json_response(200, openapi.DOCUMENT)
@@ -280,7 +281,7 @@ class App:
             if samples:
                 lines += [
                     f"# HELP monokera_flusher_{field} {help_text}",
-                    f"# TYPE monokera_flusher_{field} counter",
+                    f"# TYPE monokera_flusher_{field} {'gauge' if field.endswith('_max') else 'counter'}",
                 ]
                 lines += [f"monokera_flusher_{field}{labels} {value}" for labels, value in samples]
         return lines

@@ -14,15 +14,15 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.constants import IDEMPOTENCY_PREFIX, STREAM
-from core.events import CustomerReceipt, SellerReceipt, event_decoder
+from core.events import CustomerReceipt, SellerReceipt, event_decoder, is_valid_transaction_id
 from gateway.cache import ReadCache
-from gateway.errors import ErrorDetail, InvalidPurchase, NotFound
+from gateway.errors import ErrorDetail, InvalidPurchase, NotFound, StoreUnavailable
 from gateway.history import HistoryStore
 from gateway.responses import Response, json_response
 from gateway.types import Receive, Scope
 from gateway.views import HistoryPage, LegView, TransactionView
 
-ACCOUNT: Final = re.compile(r"[A-Za-z0-9-]{1,64}")
+ACCOUNT: Final = re.compile(r"[A-Za-z0-9-]{1,64}")  # used with fullmatch
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -47,7 +47,7 @@ def decode_cursor(cursor: str) -> int:
         raise InvalidQuery(
             "cursor is not one this API returned", [ErrorDetail("cursor", "invalid cursor")]
         ) from None
-    if value < 1:
+    if not 1 <= value < 2**63:
         raise InvalidQuery("cursor out of range", [ErrorDetail("cursor", "invalid cursor")])
     return value
 
@@ -55,10 +55,8 @@ def decode_cursor(cursor: str) -> int:
 def parse_limit(values: list[str] | None) -> int:
     if not values:
         return DEFAULT_LIMIT
-    try:
-        limit = int(values[0])
-    except ValueError:
-        limit = 0
+    text = values[0]
+    limit = int(text) if text.isascii() and text.isdigit() else 0
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidQuery(
             f"limit must be an integer from 1 to {MAX_LIMIT}",
@@ -84,6 +82,8 @@ class Reads:
 
     async def transaction(self, scope: Scope, receive: Receive) -> Response:
         transaction_id: str = scope["path_params"]["transaction_id"]
+        if not is_valid_transaction_id(transaction_id):
+            raise NotFound("no such transaction: not a valid transaction_id")
         key = b"tx:" + transaction_id.encode()
         cached = await self._cache.immutable_get(key)
         if cached is not None:
@@ -106,8 +106,9 @@ class Reads:
                 return None
             entry_id = bytes(marker).rpartition(b"|")[2].decode()
             entries: Any = await self._redis.xrange(STREAM, entry_id, entry_id)
-        except (RedisError, OSError):
-            return None
+        except (RedisError, OSError) as exc:
+            # Not "not found": it may well have been acknowledged a moment ago.
+            raise StoreUnavailable(f"purchase store unavailable: {type(exc).__name__}") from exc
         if not entries:
             return None
         event = event_decoder.decode(entries[0][1][b"p"])

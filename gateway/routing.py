@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 from gateway.responses import Response
 from gateway.types import Receive, Scope
@@ -44,5 +44,5 @@ class Router:
             return None
         route, name, methods = found
         # Segments are split before decoding, so an encoded "/" stays inside its parameter.
-        scope["path_params"] = {name: unquote(parts[1].decode("latin-1"), errors="replace")}
+        scope["path_params"] = {name: unquote_to_bytes(parts[1]).decode("utf-8", "replace")}
         return route, methods

@@ -318,7 +318,7 @@ async def test_postgres_down_for_30s_under_load(
 async def test_frozen_flusher_is_taken_over_by_a_second_one(
     gateway: Gateway, settings: Settings, redis: Redis, pg: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    fast = msgspec.structs.replace(settings, pg_idle_in_transaction_timeout_s=2.0)
+    fast = msgspec.structs.replace(settings, pg_transaction_timeout_s=2.0)
     load = Load(gateway.url, "sigstop").start()
     await load.wait_for(500)
     blocker, lock = await table_lock(settings.database_url)

@@ -164,4 +164,34 @@ async def test_slow_and_stalled_clients_do_not_hold_up_the_others(
 
 async def test_no_traceback_reached_the_gateway_log(gateway: Gateway, client: HttpClient) -> None:
     await client.post("/purchase", content=b"\xff{", headers=JSON_HEADERS)
+    await asyncio.sleep(0.3)  # the log writer thread
     assert "Traceback" not in gateway.output()
+    assert '"level":"ERROR"' not in gateway.output()
+
+
+async def test_path_parameters_that_could_not_be_stored_are_404_or_422_not_500(
+    client: HttpClient,
+) -> None:
+    from gateway.reads import encode_cursor
+
+    assert (await client.get("/transactions/%00")).status_code == 404
+    assert (await client.get("/transactions/" + "x" * 65)).status_code == 404
+    huge = await client.get(f"/accounts/alice/transactions?cursor={encode_cursor(10**20)}")
+    assert huge.status_code == 422
+    for limit in ("+5", "1_0", "\u0665"):
+        assert (await client.get(f"/accounts/alice/transactions?limit={limit}")).status_code == 422
+
+
+async def test_a_trailing_newline_is_not_a_valid_id_account_or_name(client: HttpClient) -> None:
+    for path, value in (
+        (("transaction_id",), "tx-1\n"),
+        (("customer_info", "customer_account"), "alice\n"),
+        (("seller_info", "seller_name"), "Shop\n"),
+    ):
+        body = purchase()
+        target = body
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        reply = await client.post("/purchase", json=body)
+        assert reply.status_code == 422, path

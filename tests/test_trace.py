@@ -96,5 +96,5 @@ async def test_stream_view_reports_length_groups_lag_and_pending(
     [group] = view["groups"]
     assert (group["name"], group["pending"], group["lag"]) == ("flusher", 2, 3)
     assert [c["name"] for c in group["consumers"]] == ["slow-consumer"]
-    assert view["oldest_unacked_age_s"] >= 0
+    assert isinstance(view["oldest_unacked_age_s"], float)
     assert view["memory_bytes"] > 0
