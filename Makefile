@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format clean reconcile trace stream bench-ack-modes bench-reads
+.PHONY: install run test lint format clean reconcile trace stream bench bench-quick bench-ack-modes bench-reads
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python >= 3.11 is required"; exit 1; }
@@ -42,6 +42,12 @@ trace: install
 
 stream: install
 	@set -a; [ -f .data/stack.env ] && . ./.data/stack.env; set +a; $(BIN)/python -m flusher.trace stream $(ARGS)
+
+bench: install
+	$(BIN)/python -m bench.suite
+
+bench-quick: install
+	$(BIN)/python -m bench.suite --quick
 
 bench-ack-modes: install
 	$(BIN)/python -m bench.ack_modes

@@ -22,10 +22,12 @@ def run_wrk(
         env={**os.environ, **(env or {})},
     ).stdout
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     result: dict[str, float] = {
         "rate": float(rate.group(1)) if rate else 0.0,
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "requests": int(total.group(1)) if total else 0,
     }
     for p in ("50", "90", "99"):
         m = re.search(rf"^\s+{p}%\s+([\d.]+)([a-z]+)\s*$", out, re.M)
