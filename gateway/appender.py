@@ -46,13 +46,12 @@ class Pending:
 
 
 class AppendStats:
-    __slots__ = ("appends", "failed", "largest_batch", "replays", "round_trips")
+    __slots__ = ("appends", "failed", "replays", "round_trips")
 
     def __init__(self) -> None:
         self.appends = 0
         self.replays = 0
         self.round_trips = 0
-        self.largest_batch = 0
         self.failed = 0
 
 
@@ -126,7 +125,6 @@ class StreamAppender:
                 self._fail(batch, "purchase store call did not complete")
                 raise
             self.stats.round_trips += 1
-            self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
             self._batch_sizes.observe(len(batch))
             for item, result in zip(batch, results, strict=True):
                 if item.future.done():

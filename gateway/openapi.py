@@ -72,6 +72,11 @@ def build() -> dict[str, Any]:
         purchase_responses[status] = {"description": description, "content": json_error}
     purchase_responses["503"]["headers"] = retry_after
     status_doc = {"application/json": {"schema": {"type": "object"}}}
+    storage_unavailable = {
+        "description": "Storage unavailable",
+        "content": json_error,
+        "headers": retry_after,
+    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -145,11 +150,7 @@ def build() -> dict[str, Any]:
                             "content": {"application/json": {"schema": transaction}},
                         },
                         "404": {"description": "No such transaction", "content": json_error},
-                        "503": {
-                            "description": "Storage unavailable",
-                            "content": json_error,
-                            "headers": retry_after,
-                        },
+                        "503": storage_unavailable,
                     },
                 }
             },
@@ -164,11 +165,7 @@ def build() -> dict[str, Any]:
                             "content": {"application/json": {"schema": summary}},
                         },
                         "422": {"description": "Malformed account", "content": json_error},
-                        "503": {
-                            "description": "Storage unavailable",
-                            "content": json_error,
-                            "headers": retry_after,
-                        },
+                        "503": storage_unavailable,
                     },
                 }
             },
@@ -206,11 +203,7 @@ def build() -> dict[str, Any]:
                             "description": "Bad limit, cursor or account",
                             "content": json_error,
                         },
-                        "503": {
-                            "description": "Storage unavailable",
-                            "content": json_error,
-                            "headers": retry_after,
-                        },
+                        "503": storage_unavailable,
                     },
                 }
             },
