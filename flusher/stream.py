@@ -15,6 +15,8 @@ Entry = tuple[str, bytes | None]
 
 _FIELD = PAYLOAD_FIELD.encode()
 
+_BUMP_VERSIONS = "for i = 1, #KEYS do redis.call('INCR', KEYS[i]) end return #KEYS"
+
 
 def parse_id(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
@@ -104,8 +106,10 @@ class GroupReader:
         if not entry_ids:
             return 0
         pipe = self.redis.pipeline(transaction=False)
-        for account in sorted(accounts or ()):
-            pipe.incr(ACCOUNT_VERSION_PREFIX + account.encode())
+        if accounts:
+            keys = [ACCOUNT_VERSION_PREFIX + a.encode() for a in sorted(accounts)]
+            # One command for the whole batch, not one INCR each (hundreds per batch).
+            pipe.eval(_BUMP_VERSIONS, len(keys), *keys)
         pipe.xack(self.stream, self.group, *entry_ids)
         replies = await pipe.execute()
         return int(replies[-1])
