@@ -149,8 +149,14 @@ class PurchaseHandler:
             request.transaction_id, fingerprint, encoder.encode(event)
         )
         if self._log_purchases:
+            if not appended.replayed:
+                outcome = "purchase accepted"
+            elif appended.fingerprint == fingerprint:
+                outcome = "purchase replayed"
+            else:
+                outcome = "purchase refused: transaction_id used for a different purchase"
             log.info(
-                "purchase replayed" if appended.replayed else "purchase accepted",
+                outcome,
                 extra={
                     "request_id": request_id,
                     "transaction_id": request.transaction_id,
