@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install run test lint format clean reconcile trace stream bench bench-quick bench-ack-modes bench-reads
+.PHONY: install run test lint format clean reconcile trace stream bench bench-quick bench-soak bench-ack-modes bench-reads
 
 # `make run` needs the service and the embedded servers; tests, lint and benchmarks need
 # the development tools too. One virtualenv, two stamps.
@@ -55,6 +55,9 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python -m bench.suite --quick
+
+bench-soak: install
+	$(BIN)/python -m bench.soak
 
 bench-ack-modes: install
 	$(BIN)/python -m bench.ack_modes

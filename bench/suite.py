@@ -7,7 +7,8 @@ On a throwaway embedded stack with production settings (no debug, no access log)
 3. sustained: k6 at a constant arrival rate (5,000/s) with the flusher running;
 4. check: every purchase that got a 200 is in PostgreSQL exactly once (reconcile, and
    the row count against the 200s counted by wrk and k6).
-Prints one table and writes bench/results/suite-<time>.json. CPU seconds per 1,000
+Prints one table and writes bench/results/suite-<time>.json, and a PNG of throughput
+and acknowledgment latency over time taken from the gateway's /metrics. CPU seconds per 1,000
 purchases are read from /proc for the gateway, the flusher, Redis and PostgreSQL.
 Compare rates as ratios to the ceiling measured in the same run: machines are shared.
 """
@@ -31,6 +32,7 @@ import psutil
 from redis import Redis
 
 from bench.ack_modes import serve
+from bench.chart import MetricsSampler, Sample, render_chart
 from bench.wrk import run_wrk
 from core.constants import GROUP, STREAM
 from devstack.processes import free_port, stop_process
@@ -156,6 +158,7 @@ def main() -> int:
     }
     redis = Redis.from_url(stack.redis_url)
     rows: list[dict[str, Any]] = []
+    phases: dict[str, list[Sample]] = {}
     extra: dict[str, Any] = {}
     flusher: subprocess.Popen[bytes] | None = None
     try:
@@ -178,7 +181,9 @@ def main() -> int:
             {"gateway": gateway.pid, "redis": stack.redis.pid, "postgres": stack.postgres.pid}
         )
         meter.start()
+        sampler = MetricsSampler(base).start()
         peak = run_wrk(f"{base}/purchase", peak_seconds, 64, HERE / "purchase.lua")
+        phases["peak (wrk c64, flusher stopped)"] = sampler.stop()
         accepted = wrk_ok(peak)
         rows.append({"phase": "peak: gateway, flusher stopped, wrk c64", **peak,
                      "ratio": peak["rate"] / ceiling["rate"],
@@ -220,7 +225,9 @@ def main() -> int:
             await sampler
             return result
 
+        sampler = MetricsSampler(base).start()
         k6 = asyncio.run(sustained())
+        phases[f"sustained (k6 {opts.rate}/s, flusher running)"] = sampler.stop()
         drain_after = wait_drained(redis)
         rows.append({"phase": f"sustained: k6 {opts.rate}/s, flusher running", **k6,
                      "cpu_s_per_1000": per_thousand(meter.stop(), k6["requests"] - k6["failed"])})  # fmt: skip
@@ -245,8 +252,10 @@ def main() -> int:
         print(report)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    name = f"suite{'-quick' if opts.quick else ''}-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    (out / name).write_text(json.dumps({"rows": rows, **extra}, indent=2))
+    name = f"suite{'-quick' if opts.quick else ''}-{time.strftime('%Y%m%dT%H%M%S')}"
+    (out / f"{name}.json").write_text(json.dumps({"rows": rows, **extra}, indent=2))
+    render_chart(phases, out / f"{name}.png")
+    print(f"results: {out / name}.json and .png")
     return 0 if passed else 1
 
 
