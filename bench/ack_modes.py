@@ -13,17 +13,16 @@ ceiling measured in the same run: compare ratios, not absolute numbers, on share
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from bench.harness import save_result, serve_empty_asgi, serve_gateway, wrk_missing
 from bench.wrk import run_wrk
-from devstack.processes import free_port, port_accepts, stop_process, wait_until
+from devstack.processes import free_port, stop_process
 from devstack.redis_server import RedisServer
 
 HERE = Path(__file__).resolve().parent
@@ -34,37 +33,22 @@ def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
     return run_wrk(url, seconds, connections, SCRIPT)
 
 
-def serve(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until(lambda: port_accepts(port), 30, f"server on {port}")
-    time.sleep(0.5)
-    return proc
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     opts = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk is missing: apt-get install wrk (Debian), then run this again", file=sys.stderr)
+    if wrk_missing():
         return 2
-    work = Path(tempfile.mkdtemp(prefix="monokera-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="monokera-ack-modes-"))
     primary = RedisServer(work / "primary", free_port())
     replica = RedisServer(work / "replica", free_port(), replica_of=primary.port)
     primary.start()
     replica.start()
     results: dict[str, dict[str, float]] = {}
     try:
-        port = free_port()
-        empty = serve(
-            [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop",
-             "--no-ws", "--log-level", "error", "--port", str(port), "bench.empty_asgi:app"],
-            dict(os.environ), port,
-        )  # fmt: skip
-        results["empty ASGI (ceiling)"] = wrk(
-            f"http://127.0.0.1:{port}/purchase", opts.seconds, opts.connections
-        )
+        empty, base = serve_empty_asgi()
+        results["empty ASGI (ceiling)"] = wrk(f"{base}/purchase", opts.seconds, opts.connections)
         stop_process(empty)
         modes = [
             ("everysec (default)", "everysec", 0),
@@ -76,20 +60,16 @@ def main() -> int:
                 [str(primary_cli()), "-p", str(primary.port), "CONFIG", "SET", "appendfsync", fsync],
                 check=True, capture_output=True,
             )  # fmt: skip
-            port = free_port()
             env = {
                 **os.environ,
                 "REDIS_URL": primary.url,
-                "MONOKERA_PORT": str(port),
                 "MONOKERA_LOG_LEVEL": "ERROR",
                 "MONOKERA_ACK_REPLICAS": str(replicas),
                 "MONOKERA_BACKLOG_MAX_LENGTH": "100000000",
                 "MONOKERA_BACKLOG_MAX_AGE_S": "100000",
             }
-            gateway = serve([sys.executable, "-m", "gateway"], env, port)
-            results[label] = wrk(
-                f"http://127.0.0.1:{port}/purchase", opts.seconds, opts.connections
-            )
+            gateway, base = serve_gateway(env)
+            results[label] = wrk(f"{base}/purchase", opts.seconds, opts.connections)
             stop_process(gateway)
     finally:
         replica.stop()
@@ -105,13 +85,9 @@ def main() -> int:
             f"{label:<28} {r['rate']:>9.0f} {r['rate'] / ceiling:>6.2f} {r.get('p50_ms', 0):>7.2f}"
             f" {r.get('p90_ms', 0):>7.2f} {r.get('p99_ms', 0):>7.2f} {r['non_2xx']:>8.0f}"
         )
-    out_dir = HERE / "results"
-    out_dir.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    (out_dir / f"ack_modes-{stamp}.json").write_text(
-        json.dumps(
-            {"seconds": opts.seconds, "connections": opts.connections, "results": results}, indent=2
-        )
+    save_result(
+        "ack_modes",
+        {"seconds": opts.seconds, "connections": opts.connections, "results": results},
     )
     return 0
 

@@ -17,21 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-from bench.ack_modes import serve
+from bench.harness import save_result, serve_gateway, throwaway_stack, wrk_missing
 from bench.wrk import wrk_paths
 from core.events import Leg, PurchaseEvent
-from devstack.processes import free_port, stop_process
-from devstack.stack import EmbeddedStack
+from devstack.processes import stop_process
 from flusher.store import Decoded, PurchaseStore
 
 HERE = Path(__file__).resolve().parent
@@ -100,45 +96,28 @@ def main() -> int:
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--seconds", type=int, default=8)
     opts = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk is missing: apt-get install wrk (Debian), then run this again", file=sys.stderr)
+    if wrk_missing():
         return 2
-    work = Path(tempfile.mkdtemp(prefix="monokera-reads-"))
-    work.chmod(0o755)
-    stack = EmbeddedStack(work / "stack")
-    stack.start()
     results: dict[str, dict[str, float]] = {}
-    try:
+    with throwaway_stack("reads", MONOKERA_LOG_LEVEL="ERROR") as (stack, base_env):
         t = time.monotonic()
         names = asyncio.run(seed(stack.database_url, opts.entries, 200))
         print(f"seeded {opts.entries} entries for {BIG} in {time.monotonic() - t:.1f}s", flush=True)
-        base_env = {
-            **os.environ,
-            "REDIS_URL": stack.redis_url,
-            "DATABASE_URL": stack.database_url,
-            "MONOKERA_LOG_LEVEL": "ERROR",
-        }
         for label, cache in (("uncached", "false"), ("cached", "true")):
-            port = free_port()
-            env = {**base_env, "MONOKERA_PORT": str(port), "MONOKERA_CACHE_ENABLED": cache}
-            gateway = serve([sys.executable, "-m", "gateway"], env, port)
-            base = f"http://127.0.0.1:{port}"
+            gateway, base = serve_gateway({**base_env, "MONOKERA_CACHE_ENABLED": cache})
             paths = deep_cursors(base, 10) + [f"/accounts/{BIG}"] * 5
             wrk_paths(base, paths, 2, 1)  # warm-up pass
             results[label] = wrk_paths(base, paths, opts.seconds, 1)
             stop_process(gateway)
 
         # Mixed: skewed reads over 200 accounts while purchases invalidate the hot ones.
-        port = free_port()
-        env = {**base_env, "MONOKERA_PORT": str(port)}
-        gateway = serve([sys.executable, "-m", "gateway"], env, port)
+        gateway, base = serve_gateway(base_env)
         flusher = subprocess.Popen(
             [sys.executable, "-m", "flusher"],
-            env=env,
+            env=base_env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        base = f"http://127.0.0.1:{port}"
         rng = random.Random(11)
         weights = [1 / (rank + 1) for rank in range(len(names))]
         mixed = [
@@ -160,9 +139,6 @@ def main() -> int:
         results["mixed"]["hit_ratio"] = hits / max(1.0, hits + misses)
         stop_process(flusher)
         stop_process(gateway)
-    finally:
-        stack.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
     print(f"{'reads':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'hit ratio':>10}")
     for label, r in results.items():
@@ -172,18 +148,14 @@ def main() -> int:
         )
     speedup = results["uncached"]["p50_ms"] / results["cached"]["p50_ms"]
     print(f"cached p50 is {speedup:.1f}x lower than uncached")
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"reads-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(
-        json.dumps(
-            {
-                "entries": opts.entries,
-                "seconds": opts.seconds,
-                "results": results,
-                "p50_speedup": speedup,
-            },
-            indent=2,
-        )
+    save_result(
+        "reads",
+        {
+            "entries": opts.entries,
+            "seconds": opts.seconds,
+            "results": results,
+            "p50_speedup": speedup,
+        },
     )
     return 0
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -31,12 +30,11 @@ import asyncpg
 import psutil
 from redis import Redis
 
-from bench.ack_modes import serve
 from bench.chart import MetricsSampler, Sample, render_chart
+from bench.harness import save_result, serve_empty_asgi, serve_gateway, throwaway_stack, wrk_missing
 from bench.wrk import run_wrk
 from core.constants import GROUP, STREAM
-from devstack.processes import free_port, stop_process
-from devstack.stack import EmbeddedStack
+from devstack.processes import stop_process
 from flusher.reconcile import reconcile, render
 
 HERE = Path(__file__).resolve().parent
@@ -141,108 +139,92 @@ def main() -> int:
     opts = parser.parse_args()
     seconds = 5 if opts.quick else 60
     peak_seconds = 5 if opts.quick else 20
-    if shutil.which("wrk") is None:
-        print("wrk is missing: apt-get install wrk (Debian), then run this again", file=sys.stderr)
+    if wrk_missing():
         return 2
-    work = Path(tempfile.mkdtemp(prefix="monokera-bench-"))
-    work.chmod(0o755)
-    stack = EmbeddedStack(work / "stack")
-    stack.start()
-    env = {
-        **os.environ,
-        "REDIS_URL": stack.redis_url,
-        "DATABASE_URL": stack.database_url,
-        "MONOKERA_LOG_LEVEL": "WARNING",
-        "MONOKERA_BACKLOG_MAX_LENGTH": "100000000",
-        "MONOKERA_BACKLOG_MAX_AGE_S": "3600",
-    }
-    redis = Redis.from_url(stack.redis_url)
     rows: list[dict[str, Any]] = []
     phases: dict[str, list[Sample]] = {}
     extra: dict[str, Any] = {}
     flusher: subprocess.Popen[bytes] | None = None
-    try:
-        port = free_port()
-        empty = serve([sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop",
-                       "--no-ws", "--log-level", "error", "--port", str(port),
-                       "bench.empty_asgi:app"], dict(os.environ), port)  # fmt: skip
-        ceiling = run_wrk(
-            f"http://127.0.0.1:{port}/purchase", peak_seconds, 64, HERE / "purchase.lua"
-        )
-        stop_process(empty)
-        rows.append({"phase": "ceiling: empty ASGI, wrk c64", **ceiling})
+    backlog_limits = {
+        "MONOKERA_BACKLOG_MAX_LENGTH": "100000000",
+        "MONOKERA_BACKLOG_MAX_AGE_S": "3600",
+    }
+    with throwaway_stack("bench", **backlog_limits) as (stack, env):
+        redis = Redis.from_url(stack.redis_url)
+        try:
+            empty, empty_base = serve_empty_asgi()
+            ceiling = run_wrk(f"{empty_base}/purchase", peak_seconds, 64, HERE / "purchase.lua")
+            stop_process(empty)
+            rows.append({"phase": "ceiling: empty ASGI, wrk c64", **ceiling})
 
-        port = free_port()
-        gateway = serve(
-            [sys.executable, "-m", "gateway"], {**env, "MONOKERA_PORT": str(port)}, port
-        )
-        base = f"http://127.0.0.1:{port}"
-        meter = Meter(
-            {"gateway": gateway.pid, "redis": stack.redis.pid, "postgres": stack.postgres.pid}
-        )
-        meter.start()
-        sampler = MetricsSampler(base).start()
-        peak = run_wrk(f"{base}/purchase", peak_seconds, 64, HERE / "purchase.lua")
-        phases["peak (wrk c64, flusher stopped)"] = sampler.stop()
-        accepted = wrk_ok(peak)
-        rows.append({"phase": "peak: gateway, flusher stopped, wrk c64", **peak,
-                     "ratio": peak["rate"] / ceiling["rate"],
-                     "cpu_s_per_1000": per_thousand(meter.stop(), accepted)})  # fmt: skip
-
-        backlog_before = backlog(redis)
-        flusher = subprocess.Popen([sys.executable, "-m", "flusher"], env=env)
-        meter = Meter(
-            {"flusher": flusher.pid, "redis": stack.redis.pid, "postgres": stack.postgres.pid}
-        )
-        meter.start()
-        drain_s = wait_drained(redis)
-        extra["flusher_drain"] = {
-            "entries": backlog_before,
-            "seconds": drain_s,
-            "rate": backlog_before / drain_s if drain_s else 0.0,
-            "cpu_s_per_1000": per_thousand(meter.stop(), backlog_before),
-        }
-
-        meter = Meter({"gateway": gateway.pid, "flusher": flusher.pid, "redis": stack.redis.pid,
-                       "postgres": stack.postgres.pid})  # fmt: skip
-        meter.start()
-        peak_len = 0
-        sampling = True
-
-        async def sample() -> None:
-            nonlocal peak_len
-            while sampling:
-                peak_len = max(peak_len, int(redis.xlen(STREAM)))
-                await asyncio.sleep(0.5)
-
-        async def sustained() -> dict[str, Any]:
-            nonlocal sampling
-            sampler = asyncio.create_task(sample())
-            result = await asyncio.to_thread(
-                k6_run, "constant.js", base, {"RATE": str(opts.rate), "DURATION": f"{seconds}s"}
+            gateway, base = serve_gateway(env)
+            meter = Meter(
+                {"gateway": gateway.pid, "redis": stack.redis.pid, "postgres": stack.postgres.pid}
             )
-            sampling = False
-            await sampler
-            return result
+            meter.start()
+            sampler = MetricsSampler(base).start()
+            peak = run_wrk(f"{base}/purchase", peak_seconds, 64, HERE / "purchase.lua")
+            phases["peak (wrk c64, flusher stopped)"] = sampler.stop()
+            accepted = wrk_ok(peak)
+            rows.append({"phase": "peak: gateway, flusher stopped, wrk c64", **peak,
+                         "ratio": peak["rate"] / ceiling["rate"],
+                         "cpu_s_per_1000": per_thousand(meter.stop(), accepted)})  # fmt: skip
 
-        sampler = MetricsSampler(base).start()
-        k6 = asyncio.run(sustained())
-        phases[f"sustained (k6 {opts.rate}/s, flusher running)"] = sampler.stop()
-        drain_after = wait_drained(redis)
-        rows.append({"phase": f"sustained: k6 {opts.rate}/s, flusher running", **k6,
-                     "cpu_s_per_1000": per_thousand(meter.stop(), k6["requests"] - k6["failed"])})  # fmt: skip
-        extra["sustained"] = {"peak_stream_length": peak_len, "drained_after_load_s": drain_after}
+            backlog_before = backlog(redis)
+            flusher = subprocess.Popen([sys.executable, "-m", "flusher"], env=env)
+            meter = Meter(
+                {"flusher": flusher.pid, "redis": stack.redis.pid, "postgres": stack.postgres.pid}
+            )
+            meter.start()
+            drain_s = wait_drained(redis)
+            extra["flusher_drain"] = {
+                "entries": backlog_before,
+                "seconds": drain_s,
+                "rate": backlog_before / drain_s if drain_s else 0.0,
+                "cpu_s_per_1000": per_thousand(meter.stop(), backlog_before),
+            }
 
-        stored, ok, report = asyncio.run(check(stack.database_url, stack.redis_url))
-        expected = accepted + k6["requests"] - k6["failed"]
-        extra["check"] = {"acknowledged": expected, "in_postgres": stored, "reconcile_ok": ok}
-        stop_process(gateway)
-    finally:
-        if flusher is not None:
-            stop_process(flusher)
-        redis.close()
-        stack.stop()
-        shutil.rmtree(work, ignore_errors=True)
+            meter = Meter({"gateway": gateway.pid, "flusher": flusher.pid, "redis": stack.redis.pid,
+                           "postgres": stack.postgres.pid})  # fmt: skip
+            meter.start()
+            peak_len = 0
+            sampling = True
+
+            async def sample() -> None:
+                nonlocal peak_len
+                while sampling:
+                    peak_len = max(peak_len, int(redis.xlen(STREAM)))
+                    await asyncio.sleep(0.5)
+
+            async def sustained() -> dict[str, Any]:
+                nonlocal sampling
+                sampler = asyncio.create_task(sample())
+                result = await asyncio.to_thread(
+                    k6_run, "constant.js", base, {"RATE": str(opts.rate), "DURATION": f"{seconds}s"}
+                )
+                sampling = False
+                await sampler
+                return result
+
+            sampler = MetricsSampler(base).start()
+            k6 = asyncio.run(sustained())
+            phases[f"sustained (k6 {opts.rate}/s, flusher running)"] = sampler.stop()
+            drain_after = wait_drained(redis)
+            rows.append({"phase": f"sustained: k6 {opts.rate}/s, flusher running", **k6,
+                         "cpu_s_per_1000": per_thousand(meter.stop(), k6["requests"] - k6["failed"])})  # fmt: skip
+            extra["sustained"] = {
+                "peak_stream_length": peak_len,
+                "drained_after_load_s": drain_after,
+            }
+
+            stored, ok, report = asyncio.run(check(stack.database_url, stack.redis_url))
+            expected = accepted + k6["requests"] - k6["failed"]
+            extra["check"] = {"acknowledged": expected, "in_postgres": stored, "reconcile_ok": ok}
+            stop_process(gateway)
+        finally:
+            if flusher is not None:
+                stop_process(flusher)
+            redis.close()
 
     print_table(rows, extra)
     # wrk and k6 stop mid-flight: a purchase the server acknowledged as the clock ran out
@@ -250,12 +232,9 @@ def main() -> int:
     passed = ok and stored >= expected
     if not passed:
         print(report)
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    name = f"suite{'-quick' if opts.quick else ''}-{time.strftime('%Y%m%dT%H%M%S')}"
-    (out / f"{name}.json").write_text(json.dumps({"rows": rows, **extra}, indent=2))
-    render_chart(phases, out / f"{name}.png")
-    print(f"results: {out / name}.json and .png")
+    saved = save_result("suite-quick" if opts.quick else "suite", {"rows": rows, **extra})
+    render_chart(phases, saved.with_suffix(".png"))
+    print(f"results: {saved} and {saved.with_suffix('.png').name}")
     return 0 if passed else 1
 
 
