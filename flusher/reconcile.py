@@ -24,7 +24,7 @@ from redis.exceptions import ResponseError
 
 from core.constants import GROUP, STREAM
 from core.settings import Settings
-from flusher.stream import parse_id
+from flusher.stream import parse_id, text
 
 SCAN_CHUNK = 5000
 
@@ -91,17 +91,17 @@ async def reconcile(redis: Redis, conn: asyncpg.Connection) -> Report:
     info = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
     if info is not None:
         report.group_exists = True
-        last_delivered = parse_id(_text(info["last-delivered-id"]))
+        last_delivered = parse_id(text(info["last-delivered-id"]))
         summary: Any = await redis.xpending(STREAM, GROUP)
         report.pending = int(summary["pending"])
         report.pending_by_consumer = {
-            _text(c["name"]): int(c["pending"]) for c in summary["consumers"] or []
+            text(c["name"]): int(c["pending"]) for c in summary["consumers"] or []
         }
         if report.pending:
             detail: Any = await redis.xpending_range(
                 STREAM, GROUP, min="-", max="+", count=report.pending
             )
-            pending_ids = {_text(p["message_id"]) for p in detail}
+            pending_ids = {text(p["message_id"]) for p in detail}
 
     cursor = "-"
     while True:
@@ -110,7 +110,7 @@ async def reconcile(redis: Redis, conn: asyncpg.Connection) -> Report:
             break
         acked: list[str] = []
         for raw_id, _fields in chunk:
-            entry_id = _text(raw_id)
+            entry_id = text(raw_id)
             if parse_id(entry_id) > last_delivered:
                 report.undelivered += 1
             elif entry_id not in pending_ids:
@@ -121,7 +121,7 @@ async def reconcile(redis: Redis, conn: asyncpg.Connection) -> Report:
             report.acknowledged_missing_in_postgres += [e for e in acked if e not in stored]
         if len(chunk) < SCAN_CHUNK:
             break
-        cursor = "(" + _text(chunk[-1][0])
+        cursor = "(" + text(chunk[-1][0])
 
     report.transactions = await conn.fetchval("SELECT count(*) FROM transactions")
     report.ledger_entries = await conn.fetchval("SELECT count(*) FROM ledger_entries")
@@ -130,10 +130,6 @@ async def reconcile(redis: Redis, conn: asyncpg.Connection) -> Report:
     report.transactions_with_broken_legs = [r[0] for r in await conn.fetch(LEGS_BROKEN)]
     report.orphan_legs = await conn.fetchval(ORPHAN_LEGS)
     return report
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def render(report: Report) -> str:

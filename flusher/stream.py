@@ -27,8 +27,9 @@ def format_id(parts: tuple[int, int]) -> str:
     return f"{parts[0]}-{parts[1]}"
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def text(value: object) -> str:
+    """A Redis reply value as text (redis-py gives bytes unless told to decode)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _entries(raw: list[Any]) -> list[Entry]:
@@ -37,7 +38,7 @@ def _entries(raw: list[Any]) -> list[Entry]:
         if not item or item[0] is None:
             continue  # Redis 6.2 XAUTOCLAIM: a nil for an entry deleted meanwhile
         entry_id, fields = item
-        eid = _text(entry_id)
+        eid = text(entry_id)
         # A pending entry that was trimmed or deleted comes back with no fields.
         out.append((eid, (fields or {}).get(_FIELD)))
     return out
@@ -90,8 +91,8 @@ class GroupReader:
         )
         cursor, claimed = reply[0], reply[1]
         deleted = reply[2] if len(reply) > 2 else []  # Redis 7: ids already gone
-        self._claim_cursor = _text(cursor)
-        return _entries(claimed) + [(_text(d), None) for d in deleted]
+        self._claim_cursor = text(cursor)
+        return _entries(claimed) + [(text(d), None) for d in deleted]
 
     @property
     def claim_sweep_done(self) -> bool:
@@ -146,5 +147,5 @@ class GroupReader:
 
 def is_missing_stream(exc: ResponseError) -> bool:
     """The stream or the group is gone (deleted, or Redis restarted without its data)."""
-    text = str(exc)
-    return text.startswith(("NOGROUP", "UNBLOCKED")) or "no such key" in text
+    message = str(exc)
+    return message.startswith(("NOGROUP", "UNBLOCKED")) or "no such key" in message

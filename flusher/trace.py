@@ -26,7 +26,7 @@ from core.constants import GROUP, IDEMPOTENCY_PREFIX, STREAM
 from core.events import event_decoder
 from core.flusher_stats import read_published_stats
 from core.settings import Settings
-from flusher.stream import parse_id
+from flusher.stream import parse_id, text
 
 LAG_SCAN_CAP = 100_000
 
@@ -78,10 +78,6 @@ class StreamView(msgspec.Struct):
     flushers: dict[str, dict[str, str]]
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def trace_transaction(redis: Redis, conn: asyncpg.Connection, tx: str) -> TxTrace:
     trace = TxTrace(tx, "UNKNOWN")
     marker: Any = await redis.get(IDEMPOTENCY_PREFIX + tx.encode())
@@ -91,7 +87,7 @@ async def trace_transaction(redis: Redis, conn: asyncpg.Connection, tx: str) -> 
         tx,
     )
     if marker is not None:
-        trace.stream_entry_id = _text(marker).rpartition("|")[2]
+        trace.stream_entry_id = text(marker).rpartition("|")[2]
         trace.idempotency_ttl_s = int(await redis.ttl(IDEMPOTENCY_PREFIX + tx.encode()))
     elif row is not None:
         trace.stream_entry_id = row["stream_entry_id"]
@@ -111,7 +107,7 @@ async def trace_transaction(redis: Redis, conn: asyncpg.Connection, tx: str) -> 
             detail = []
         if detail:
             trace.stage = "PENDING"
-            trace.pending_consumer = _text(detail[0]["consumer"])
+            trace.pending_consumer = text(detail[0]["consumer"])
             trace.pending_idle_ms = int(detail[0]["time_since_delivered"])
             trace.delivery_count = int(detail[0]["times_delivered"])
     if row is not None:
@@ -140,8 +136,8 @@ async def _last_delivered(redis: Redis) -> tuple[int, int] | None:
     except ResponseError:
         return None
     for g in groups:
-        if _text(g["name"]) == GROUP:
-            return parse_id(_text(g["last-delivered-id"]))
+        if text(g["name"]) == GROUP:
+            return parse_id(text(g["last-delivered-id"]))
     return None
 
 
@@ -161,8 +157,8 @@ async def inspect_stream(redis: Redis) -> StreamView:
         raw_groups = []
     groups = []
     for g in raw_groups:
-        name = _text(g["name"])
-        last_delivered = _text(g["last-delivered-id"])
+        name = text(g["name"])
+        last_delivered = text(g["last-delivered-id"])
         consumers: Any = await redis.xinfo_consumers(STREAM, name)
         lag, capped = await _lag(redis, g, last_delivered)
         groups.append(
@@ -173,7 +169,7 @@ async def inspect_stream(redis: Redis) -> StreamView:
                 lag=lag,
                 lag_is_lower_bound=capped,
                 consumers=[
-                    ConsumerView(_text(c["name"]), int(c["pending"]), int(c["idle"]))
+                    ConsumerView(text(c["name"]), int(c["pending"]), int(c["idle"]))
                     for c in consumers
                 ],
             )
@@ -181,8 +177,8 @@ async def inspect_stream(redis: Redis) -> StreamView:
     return StreamView(
         stream=STREAM,
         length=length,
-        first_entry_id=_text(first[0][0]) if first else None,
-        last_entry_id=_text(last[0][0]) if last else None,
+        first_entry_id=text(first[0][0]) if first else None,
+        last_entry_id=text(last[0][0]) if last else None,
         memory_bytes=memory,
         redis_used_memory_bytes=int(info["used_memory"]),
         oldest_unacked_age_s=round(backlog.oldest_unflushed_age_s, 3),
@@ -201,7 +197,7 @@ async def _lag(redis: Redis, group: Any, last_delivered: str) -> tuple[int, bool
         counted += len(chunk)
         if len(chunk) < 5000:
             return counted, False
-        cursor = "(" + _text(chunk[-1][0])
+        cursor = "(" + text(chunk[-1][0])
     return counted, True
 
 
@@ -273,13 +269,13 @@ async def _main(settings: Settings, args: argparse.Namespace) -> int:
                 result: msgspec.Struct = await trace_transaction(redis, conn, args.transaction_id)
             finally:
                 await conn.close()
-            text = render_tx(result)  # type: ignore[arg-type]
+            table = render_tx(result)  # type: ignore[arg-type]
         else:
             result = await inspect_stream(redis)
-            text = render_stream(result)
+            table = render_stream(result)
     finally:
         await redis.aclose()
-    print(msgspec.json.encode(result).decode() if args.json else text)
+    print(msgspec.json.encode(result).decode() if args.json else table)
     return 1 if args.what == "tx" and result.stage == "UNKNOWN" else 0  # type: ignore[attr-defined]
 
 
