@@ -27,6 +27,7 @@ from gateway.history import HistoryStore
 from gateway.metrics import Metrics, counter, gauge, label
 from gateway.purchase import PurchaseHandler
 from gateway.reads import Reads
+from gateway.redis_pipe import RedisPipe
 from gateway.request_ids import RequestIds
 from gateway.responses import CONTENT_TYPE_TEXT, Response, json_response, send_response
 from gateway.routing import Router
@@ -42,7 +43,8 @@ _OK = _encoder.encode({"status": "ok"})
 class App:
     def __init__(self, settings: Settings | None = None) -> None:
         self._settings = settings
-        self._redis: Redis | None = None
+        self._appends: RedisPipe | None = None
+        self._cache_pipe: RedisPipe | None = None
         self._control: Redis | None = None
         self._reads_redis: Redis | None = None
         self._appender: StreamAppender | None = None
@@ -108,13 +110,14 @@ class App:
         settings = self._settings or Settings.from_env()
         self._settings = settings
         logs.configure(settings.log_level)
-        self._redis = redis_client.connect(settings, settings.append_max_inflight + 1)
-        # Separate pools: readiness and backlog checks, and the read cache, never queue
-        # behind the appends or take their connections.
+        # Separate connections: readiness and backlog checks, reads and the read cache never
+        # queue behind the appends.
+        self._appends = RedisPipe(settings.redis_url, timeout_s=settings.redis_timeout_s)
+        self._cache_pipe = RedisPipe(settings.redis_url, timeout_s=settings.redis_timeout_s)
         self._control = redis_client.connect(settings, 4)
         self._reads_redis = redis_client.connect(settings, 16)
         self._appender = StreamAppender(
-            self._redis,
+            self._appends,
             idempotency_ttl_s=settings.idempotency_ttl_s,
             max_inflight=settings.append_max_inflight,
             max_pending=settings.append_max_pending,
@@ -130,7 +133,7 @@ class App:
             interval_s=settings.backlog_check_interval_s,
         )
         try:
-            await redis_client.ensure_group(self._redis)
+            await redis_client.ensure_group(self._control)
             await self._appender.load_script()
             await self._backlog.check()
         except (RedisError, OSError) as exc:
@@ -152,7 +155,7 @@ class App:
             max_size=settings.pg_pool_size,
         )
         self._cache = ReadCache(
-            self._reads_redis,
+            self._cache_pipe,
             ttl_s=settings.cache_ttl_s,
             immutable_ttl_s=settings.cache_immutable_ttl_s,
             enabled=settings.cache_enabled,
@@ -177,7 +180,10 @@ class App:
             await self._appender.close()
         if self._history is not None:
             await self._history.close()
-        for client in (self._redis, self._control, self._reads_redis):
+        for pipe in (self._appends, self._cache_pipe):
+            if pipe is not None:
+                await pipe.close()
+        for client in (self._control, self._reads_redis):
             if client is not None:
                 await client.aclose()
         logs.flush()

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Final
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from core.constants import IDEMPOTENCY_PREFIX, STREAM
 from gateway.errors import Overloaded, StoreUnavailable
 from gateway.metrics import BATCH_BUCKETS, Histogram
+from gateway.redis_pipe import RedisPipe
 
 APPEND_SCRIPT: Final = (files("gateway") / "append.lua").read_bytes()
 
@@ -58,7 +58,7 @@ class AppendStats:
 class StreamAppender:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisPipe,
         *,
         stream: str = STREAM,
         idempotency_ttl_s: int = 900,
@@ -86,7 +86,7 @@ class StreamAppender:
         self._batch_sizes = batch_sizes or Histogram(BATCH_BUCKETS)
 
     async def load_script(self) -> None:
-        self._sha = str(await self._redis.script_load(APPEND_SCRIPT))
+        self._sha = (await self._redis.call(b"SCRIPT", b"LOAD", APPEND_SCRIPT)).decode()
 
     async def append(self, transaction_id: str, fingerprint: bytes, payload: bytes) -> Appended:
         """Append one purchase unless its transaction_id is known; once Redis confirmed it."""
@@ -143,20 +143,21 @@ class StreamAppender:
                 asyncio.get_running_loop().call_soon(self._dispatch)
 
     async def _call(self, batch: list[Pending]) -> list[bytes]:
+        if self._sha is None:
+            await self.load_script()
         keys: list[bytes] = [self._stream]
         args: list[bytes] = [self._ttl]
         for item in batch:
             keys.append(item.key)
             args.append(item.fingerprint)
             args.append(item.payload)
-        if self._sha is None:
-            await self.load_script()
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
+        commands: list[tuple[bytes | str | int, ...]] = [
+            (b"EVALSHA", self._sha or "", len(keys), *keys, *args)
+        ]
         if self._ack_replicas:
-            pipe.execute_command("WAIT", self._ack_replicas, self._ack_replicas_timeout_ms)
+            commands.append((b"WAIT", self._ack_replicas, self._ack_replicas_timeout_ms))
         try:
-            replies = await pipe.execute()
+            replies = await self._redis.call_many(commands)
         except NoScriptError:
             # Redis restarted or flushed its scripts: nothing ran, so running again is safe.
             await self.load_script()

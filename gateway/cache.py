@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.constants import ACCOUNT_VERSION_PREFIX, CACHE_PREFIX
+from gateway.redis_pipe import RedisPipe
 
 
 class CacheStats:
@@ -32,7 +32,7 @@ class CacheStats:
 
 
 class ReadCache:
-    def __init__(self, redis: Redis, *, ttl_s: int, immutable_ttl_s: int, enabled: bool = True):
+    def __init__(self, redis: RedisPipe, *, ttl_s: int, immutable_ttl_s: int, enabled: bool = True):
         self._redis = redis
         self._ttl_s = ttl_s
         self._immutable_ttl_s = immutable_ttl_s
@@ -47,7 +47,9 @@ class ReadCache:
             return await load()
         key = CACHE_PREFIX + kind + b":" + account.encode() + b":" + suffix
         try:
-            reply: Any = await self._redis.mget(ACCOUNT_VERSION_PREFIX + account.encode(), key)
+            reply: Any = await self._redis.call(
+                b"MGET", ACCOUNT_VERSION_PREFIX + account.encode(), key
+            )
         except (RedisError, OSError):
             self.stats.errors += 1
             return await load()
@@ -69,7 +71,7 @@ class ReadCache:
         if not self._enabled:
             return None
         try:
-            cached: Any = await self._redis.get(CACHE_PREFIX + key)
+            cached: Any = await self._redis.call(b"GET", CACHE_PREFIX + key)
         except (RedisError, OSError):
             self.stats.errors += 1
             return None
@@ -85,6 +87,6 @@ class ReadCache:
 
     async def _store(self, key: bytes, value: bytes, ttl_s: int) -> None:
         try:
-            await self._redis.set(key, value, ex=ttl_s)
+            await self._redis.call(b"SET", key, value, b"EX", ttl_s)
         except (RedisError, OSError):
             self.stats.errors += 1

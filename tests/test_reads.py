@@ -18,6 +18,7 @@ from flusher.worker import Flusher
 from gateway.cache import ReadCache
 from gateway.history import HistoryStore
 from gateway.reads import encode_cursor
+from gateway.redis_pipe import RedisPipe
 from gateway.views import HistoryPage
 from tests.helpers import HttpClient, purchase
 
@@ -234,7 +235,7 @@ async def test_a_flush_makes_the_next_read_fresh(client: HttpClient, flusher: Fl
 
 
 async def test_a_read_in_flight_while_the_flusher_commits_cannot_leave_a_stale_page_behind(
-    client: HttpClient, flusher: Flusher, settings: Settings, redis: Redis
+    client: HttpClient, flusher: Flusher, settings: Settings
 ) -> None:
     """The read loads from PostgreSQL, the flusher commits and finishes its batch, then the
     read stores what it loaded: the next read must still see the new entry."""
@@ -243,7 +244,8 @@ async def test_a_read_in_flight_while_the_flusher_commits_cannot_leave_a_stale_p
     await buy(client, "race-2", "iris", "shop")  # accepted, not yet flushed
 
     store = HistoryStore(settings.database_url)
-    cache = ReadCache(redis, ttl_s=300, immutable_ttl_s=300)
+    pipe = RedisPipe(settings.redis_url, timeout_s=2)
+    cache = ReadCache(pipe, ttl_s=300, immutable_ttl_s=300)
     suffix = b"50:0"
 
     async def load_then_flush() -> bytes:
@@ -255,6 +257,7 @@ async def test_a_read_in_flight_while_the_flusher_commits_cannot_leave_a_stale_p
         stale = await cache.account_read("iris", b"h", suffix, load_then_flush)
     finally:
         await store.close()
+        await pipe.close()
     assert b"race-1" in stale  # what the in-flight read answered, loaded before the commit
     fresh = (await client.get("/accounts/iris/transactions")).json()
     assert [e["transaction_id"] for e in fresh["entries"]] == ["race-2", "race-1"]
