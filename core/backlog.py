@@ -9,7 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from core.constants import GROUP, STREAM
+from core.constants import GROUP, STREAM, stream_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +50,13 @@ async def measure(redis: Redis, stream: str = STREAM, group: str = GROUP) -> Bac
             oldest_ms = first_ms if oldest_ms is None else min(oldest_ms, first_ms)
     age = 0.0 if oldest_ms is None else max(0.0, time.time() - oldest_ms / 1000)
     return Backlog(age, length, pending)
+
+
+async def measure_all(redis: Redis, shards: int, group: str = GROUP) -> Backlog:
+    """All shards at once: the oldest unflushed age of any shard, lengths and pending summed."""
+    parts = [await measure(redis, stream_key(shard), group) for shard in range(shards)]
+    return Backlog(
+        max(p.oldest_unflushed_age_s for p in parts),
+        sum(p.stream_length for p in parts),
+        sum(p.pending for p in parts),
+    )

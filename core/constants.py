@@ -1,9 +1,28 @@
 """Names shared by the gateway, the flusher and the tools: one place, so they cannot drift."""
 
+import zlib
 from typing import Final
 
-STREAM: Final = "monokera:purchases"
-"""The Redis stream every accepted purchase is appended to, one entry per purchase."""
+
+def stream_key(shard: int) -> str:
+    """Shard ``shard``'s purchase stream. The hash tag ``{N}`` puts the stream and the
+    idempotency keys of its purchases in one Redis Cluster slot, so the append script that
+    touches both stays atomic there."""
+    return f"monokera:{{{shard}}}:purchases"
+
+
+def idempotency_key(shard: int, transaction_id: str) -> bytes:
+    """The key that makes retries of ``transaction_id`` safe (value: fingerprint|entry id)."""
+    return b"monokera:{%d}:idem:" % shard + transaction_id.encode()
+
+
+def shard_of(transaction_id: str, shards: int) -> int:
+    """A stable hash (CRC-32, the same in every process and release) picks the shard."""
+    return zlib.crc32(transaction_id.encode()) % shards if shards > 1 else 0
+
+
+STREAM: Final = stream_key(0)
+"""Shard 0's stream: the only one with the default single shard."""
 
 GROUP: Final = "flusher"
 """The consumer group whose members copy stream entries into PostgreSQL."""
@@ -17,13 +36,26 @@ PG_MIGRATION_LOCK: Final = 0x4D4F4E4F
 PG_WRITE_LOCK: Final = 0x4D4F4E57
 """Transaction-level advisory lock every flusher batch holds while it writes ("MONW")."""
 
-IDEMPOTENCY_PREFIX: Final = b"monokera:idem:"
-"""Prefix of the per-transaction_id keys that make retries safe (value: fingerprint|entry id)."""
 
-ACCOUNT_VERSION_PREFIX: Final = b"monokera:acct:v:"
-"""Per-account version, bumped by the flusher after each commit that touches the account.
+def account_version_key(account: str) -> bytes:
+    """Per-account version, bumped by the flusher after each commit that touches the account.
 
-Cached history pages and summaries are keyed by it, so a bump makes every older copy
-unreachable at once: invalidation without having to find and delete anything."""
+    Cached history pages and summaries are keyed by it, so a bump makes every older copy
+    unreachable at once: invalidation without having to find and delete anything. The
+    hash tag keeps an account's version and its cached reads in one cluster slot, so one
+    MGET reads both."""
+    return b"monokera:{a:%s}:v" % account.encode()
 
-CACHE_PREFIX: Final = b"monokera:cache:"
+
+def account_cache_key(account: str, kind: bytes, suffix: bytes) -> bytes:
+    """A cached read of one account (``kind`` h: history page, s: summary)."""
+    return b"monokera:{a:%s}:cache:%s:%s" % (account.encode(), kind, suffix)
+
+
+def transaction_cache_key(transaction_id: str) -> bytes:
+    """A persisted transaction's cached view: it never changes, so it is never invalidated."""
+    return b"monokera:cache:tx:" + transaction_id.encode()
+
+
+CACHE_PATTERN: Final = b"monokera:*cache:*"
+"""Every cached read, for tools and tests that clear the cache."""

@@ -31,6 +31,10 @@ class SettingsError(ValueError):
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/monokera"
+    redis_cluster: bool = False
+    """REDIS_URL names one node (a seed) of a Redis Cluster."""
+    stream_shards: Annotated[int, Meta(ge=1, le=1024)] = 1
+    """Purchase streams; a purchase's shard is a stable hash of its transaction_id."""
 
     # gateway
     host: str = "127.0.0.1"

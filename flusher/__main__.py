@@ -1,4 +1,8 @@
-"""`python -m flusher`: run one flusher until SIGTERM or SIGINT (``--drain``: until empty)."""
+"""`python -m flusher`: flush every shard until SIGTERM or SIGINT (``--drain``: until empty).
+
+One worker per stream shard, all in this process; any number of such processes may run,
+each under its own consumer name: the shards' consumer groups spread the entries over
+them, and entries a dead one left pending are claimed by the others."""
 
 from __future__ import annotations
 
@@ -13,27 +17,35 @@ import uvloop
 
 from core import logs
 from core.settings import Settings
-from flusher.connections import open_flusher
+from flusher.connections import open_flushers
+from flusher.worker import Flusher
 
 log = logging.getLogger("flusher")
 
 
 async def serve(settings: Settings, *, drain: bool) -> int:
-    flusher, close = await open_flusher(settings)
+    flushers, close = await open_flushers(settings)
     try:
         if drain:
-            count = await flusher.drain()
+            count = sum([await flusher.drain() for flusher in flushers])
             log.info("drained %d entries", count)
             return 0
         loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+
+        def stop() -> None:
+            stopping.set()
+            for flusher in flushers:
+                flusher.stop()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, flusher.stop)
-        log.info("flusher %s started", flusher.reader.consumer)
-        task = asyncio.create_task(flusher.run())
-        stop = asyncio.create_task(flusher.stopped())
-        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            loop.add_signal_handler(sig, stop)
+        log.info("flusher %s started on %d shard(s)", settings.consumer_name, len(flushers))
+        task = asyncio.create_task(run_all(flushers))
+        stopped = asyncio.create_task(stopping.wait())
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():  # run() only returns early by raising
-            stop.cancel()
+            stopped.cancel()
             task.result()
             return 1
         # The batch in hand gets a grace period to commit; after that it stays pending
@@ -50,8 +62,26 @@ async def serve(settings: Settings, *, drain: bool) -> int:
             task.result()
         return 0
     finally:
-        log.info("flusher stopping: %s", flusher.summary())
+        for flusher in flushers:
+            log.info("flusher %s stopping: %s", flusher.name, flusher.summary())
         await close()
+
+
+async def run_all(flushers: list[Flusher]) -> None:
+    """Every shard's loop; one that fails stops the others, and the process exits non-zero."""
+    tasks = [asyncio.create_task(flusher.run()) for flusher in flushers]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:  # the grace period ran out
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    for flusher in flushers:
+        flusher.stop()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        task.result()
 
 
 def main(argv: list[str] | None = None) -> int:

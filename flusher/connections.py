@@ -1,33 +1,70 @@
-"""Open the flusher's Redis client and PostgreSQL store from the settings."""
+"""Open the flusher's Redis client and PostgreSQL stores from the settings."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from core.settings import Settings
 from flusher.store import PurchaseStore
 from flusher.stream import GroupReader
 from flusher.worker import Flusher
 
+Close = Callable[[], Awaitable[None]]
 
-async def open_flusher(settings: Settings) -> tuple[Flusher, Callable[[], Awaitable[None]]]:
+
+def redis_client(settings: Settings) -> Redis:
     # The socket timeout must outlast the BLOCK of XREADGROUP.
-    redis = Redis.from_url(
+    socket_timeout = settings.redis_timeout_s + settings.batch_wait_ms / 1000
+    if settings.redis_cluster:
+        cluster = RedisCluster.from_url(
+            settings.redis_url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
+        return cast(Redis, cluster)  # used only for commands both clients share
+    return Redis.from_url(
         settings.redis_url,
-        socket_timeout=settings.redis_timeout_s + settings.batch_wait_ms / 1000,
+        socket_timeout=socket_timeout,
         socket_connect_timeout=settings.redis_timeout_s,
     )
-    store = PurchaseStore(
+
+
+def purchase_store(settings: Settings) -> PurchaseStore:
+    return PurchaseStore(
         settings.database_url,
         command_timeout_s=settings.pg_command_timeout_s,
         transaction_timeout_s=settings.pg_transaction_timeout_s,
     )
-    flusher = Flusher(settings, GroupReader(redis, settings.consumer_name), store)
+
+
+async def open_flusher(settings: Settings, shard: int = 0) -> tuple[Flusher, Close]:
+    """One shard's flusher (tests drive shard 0 step by step)."""
+    flushers, close = await open_flushers(settings, [shard])
+    return flushers[0], close
+
+
+async def open_flushers(
+    settings: Settings, shards: list[int] | None = None
+) -> tuple[list[Flusher], Close]:
+    """A flusher per shard, sharing one Redis client; each has its own PostgreSQL
+    connection, so a slow shard never holds up the others' reads (writes take turns under
+    the global write lock anyway)."""
+    redis = redis_client(settings)
+    stores: list[PurchaseStore] = []
+    flushers: list[Flusher] = []
+    for shard in range(settings.stream_shards) if shards is None else shards:
+        store = purchase_store(settings)
+        stores.append(store)
+        reader = GroupReader(redis, settings.consumer_name, shard=shard)
+        flushers.append(Flusher(settings, reader, store))
 
     async def close() -> None:
-        await store.close()
+        for store in stores:
+            await store.close()
         await redis.aclose()
 
-    return flusher, close
+    return flushers, close

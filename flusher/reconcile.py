@@ -22,8 +22,9 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from core.constants import GROUP, STREAM
+from core.constants import GROUP, stream_key
 from core.settings import Settings
+from flusher.connections import redis_client
 from flusher.stream import parse_id, text
 
 SCAN_CHUNK = 5000
@@ -79,33 +80,50 @@ class Report(msgspec.Struct):
         )
 
 
-async def reconcile(redis: Redis, conn: asyncpg.Connection) -> Report:
-    report = Report()
-    report.stream_length = int(await redis.xlen(STREAM))
+async def reconcile(redis: Redis, conn: asyncpg.Connection, shards: int = 1) -> Report:
+    report = Report(group_exists=True)
+    for shard in range(shards):
+        await _reconcile_stream(redis, conn, stream_key(shard), report)
+    report.transactions = await conn.fetchval("SELECT count(*) FROM transactions")
+    report.ledger_entries = await conn.fetchval("SELECT count(*) FROM ledger_entries")
+    report.duplicate_entries = await conn.fetchval("SELECT count(*) FROM duplicate_entries")
+    report.dead_letters = await conn.fetchval("SELECT count(*) FROM dead_letters")
+    report.transactions_with_broken_legs = [r[0] for r in await conn.fetch(LEGS_BROKEN)]
+    report.orphan_legs = await conn.fetchval(ORPHAN_LEGS)
+    return report
+
+
+async def _reconcile_stream(
+    redis: Redis, conn: asyncpg.Connection, stream: str, report: Report
+) -> None:
+    """One shard's stream and group, added to ``report``."""
+    report.stream_length += int(await redis.xlen(stream))
     last_delivered = (0, 0)
     pending_ids: set[str] = set()
     try:
-        groups: Any = await redis.xinfo_groups(STREAM)
+        groups: Any = await redis.xinfo_groups(stream)
     except ResponseError:
         groups = []
     info = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
-    if info is not None:
-        report.group_exists = True
+    if info is None:
+        report.group_exists = False
+    else:
         last_delivered = parse_id(text(info["last-delivered-id"]))
-        summary: Any = await redis.xpending(STREAM, GROUP)
-        report.pending = int(summary["pending"])
-        report.pending_by_consumer = {
-            text(c["name"]): int(c["pending"]) for c in summary["consumers"] or []
-        }
-        if report.pending:
-            detail: Any = await redis.xpending_range(
-                STREAM, GROUP, min="-", max="+", count=report.pending
+        summary: Any = await redis.xpending(stream, GROUP)
+        pending = int(summary["pending"])
+        report.pending += pending
+        for c in summary["consumers"] or []:
+            name = text(c["name"])
+            report.pending_by_consumer[name] = report.pending_by_consumer.get(name, 0) + int(
+                c["pending"]
             )
+        if pending:
+            detail: Any = await redis.xpending_range(stream, GROUP, min="-", max="+", count=pending)
             pending_ids = {text(p["message_id"]) for p in detail}
 
     cursor = "-"
     while True:
-        chunk: Any = await redis.xrange(STREAM, min=cursor, count=SCAN_CHUNK)
+        chunk: Any = await redis.xrange(stream, min=cursor, count=SCAN_CHUNK)
         if not chunk:
             break
         acked: list[str] = []
@@ -122,14 +140,6 @@ async def reconcile(redis: Redis, conn: asyncpg.Connection) -> Report:
         if len(chunk) < SCAN_CHUNK:
             break
         cursor = "(" + text(chunk[-1][0])
-
-    report.transactions = await conn.fetchval("SELECT count(*) FROM transactions")
-    report.ledger_entries = await conn.fetchval("SELECT count(*) FROM ledger_entries")
-    report.duplicate_entries = await conn.fetchval("SELECT count(*) FROM duplicate_entries")
-    report.dead_letters = await conn.fetchval("SELECT count(*) FROM dead_letters")
-    report.transactions_with_broken_legs = [r[0] for r in await conn.fetch(LEGS_BROKEN)]
-    report.orphan_legs = await conn.fetchval(ORPHAN_LEGS)
-    return report
 
 
 def render(report: Report) -> str:
@@ -159,10 +169,10 @@ def render(report: Report) -> str:
 
 
 async def _main(settings: Settings, as_json: bool) -> int:
-    redis = Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s * 5)
+    redis = redis_client(settings)
     conn = await asyncpg.connect(settings.database_url)
     try:
-        report = await reconcile(redis, conn)
+        report = await reconcile(redis, conn, settings.stream_shards)
     finally:
         await conn.close()
         await redis.aclose()

@@ -6,9 +6,10 @@ import time
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from core.constants import ACCOUNT_VERSION_PREFIX, GROUP, PAYLOAD_FIELD, STREAM
+from core.constants import GROUP, PAYLOAD_FIELD, account_version_key, stream_key
 
 Entry = tuple[str, bytes | None]
 """A stream entry id and its payload (None when the entry has no payload field)."""
@@ -45,10 +46,11 @@ def _entries(raw: list[Any]) -> list[Entry]:
 
 
 class GroupReader:
-    def __init__(self, redis: Redis, consumer: str, *, stream: str = STREAM, group: str = GROUP):
+    def __init__(self, redis: Redis, consumer: str, *, shard: int = 0, group: str = GROUP):
         self.redis = redis
         self.consumer = consumer
-        self.stream = stream
+        self.shard = shard
+        self.stream = stream_key(shard)
         self.group = group
         self._claim_cursor = "0-0"
 
@@ -108,9 +110,13 @@ class GroupReader:
             return 0
         pipe = self.redis.pipeline(transaction=False)
         if accounts:
-            keys = [ACCOUNT_VERSION_PREFIX + a.encode() for a in sorted(accounts)]
-            # One command for the whole batch, not one INCR each (hundreds per batch).
-            pipe.eval(_BUMP_VERSIONS, len(keys), *keys)
+            keys = [account_version_key(a) for a in sorted(accounts)]
+            if isinstance(self.redis, RedisCluster):
+                for key in keys:  # keys of many slots: the cluster pipeline splits by node
+                    pipe.incr(key)
+            else:
+                # One command for the whole batch, not one INCR each (hundreds per batch).
+                pipe.eval(_BUMP_VERSIONS, len(keys), *keys)
         pipe.xack(self.stream, self.group, *entry_ids)
         replies = await pipe.execute()
         return int(replies[-1])

@@ -22,10 +22,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from core.backlog import measure
-from core.constants import GROUP, IDEMPOTENCY_PREFIX, STREAM
+from core.constants import GROUP, idempotency_key, shard_of, stream_key
 from core.events import event_decoder
 from core.flusher_stats import read_published_stats
 from core.settings import Settings
+from flusher.connections import redis_client
 from flusher.stream import parse_id, text
 
 LAG_SCAN_CAP = 100_000
@@ -78,9 +79,13 @@ class StreamView(msgspec.Struct):
     flushers: dict[str, dict[str, str]]
 
 
-async def trace_transaction(redis: Redis, conn: asyncpg.Connection, tx: str) -> TxTrace:
+async def trace_transaction(
+    redis: Redis, conn: asyncpg.Connection, tx: str, shards: int = 1
+) -> TxTrace:
     trace = TxTrace(tx, "UNKNOWN")
-    marker: Any = await redis.get(IDEMPOTENCY_PREFIX + tx.encode())
+    shard = shard_of(tx, shards)
+    stream = stream_key(shard)
+    marker: Any = await redis.get(idempotency_key(shard, tx))
     row = await conn.fetchrow(
         "SELECT stream_entry_id, request_id, persisted_at FROM transactions"
         " WHERE transaction_id = $1",
@@ -88,21 +93,21 @@ async def trace_transaction(redis: Redis, conn: asyncpg.Connection, tx: str) -> 
     )
     if marker is not None:
         trace.stream_entry_id = text(marker).rpartition("|")[2]
-        trace.idempotency_ttl_s = int(await redis.ttl(IDEMPOTENCY_PREFIX + tx.encode()))
+        trace.idempotency_ttl_s = int(await redis.ttl(idempotency_key(shard, tx)))
     elif row is not None:
         trace.stream_entry_id = row["stream_entry_id"]
     if trace.stream_entry_id:
         entry_id = trace.stream_entry_id
-        found: Any = await redis.xrange(STREAM, entry_id, entry_id)
+        found: Any = await redis.xrange(stream, entry_id, entry_id)
         if found:
             trace.in_stream = True
             event = event_decoder.decode(found[0][1][b"p"])
             trace.request_id, trace.accepted_at_us = event.request_id, event.accepted_at_us
-            delivered = await _last_delivered(redis)
+            delivered = await _last_delivered(redis, stream)
             orphaned = delivered is not None and parse_id(entry_id) <= delivered
             trace.stage = "ORPHANED" if orphaned else "ACCEPTED"
         try:
-            detail: Any = await redis.xpending_range(STREAM, GROUP, entry_id, entry_id, 1)
+            detail: Any = await redis.xpending_range(stream, GROUP, entry_id, entry_id, 1)
         except ResponseError:
             detail = []
         if detail:
@@ -130,9 +135,9 @@ async def trace_transaction(redis: Redis, conn: asyncpg.Connection, tx: str) -> 
     return trace
 
 
-async def _last_delivered(redis: Redis) -> tuple[int, int] | None:
+async def _last_delivered(redis: Redis, stream: str) -> tuple[int, int] | None:
     try:
-        groups: Any = await redis.xinfo_groups(STREAM)
+        groups: Any = await redis.xinfo_groups(stream)
     except ResponseError:
         return None
     for g in groups:
@@ -141,26 +146,27 @@ async def _last_delivered(redis: Redis) -> tuple[int, int] | None:
     return None
 
 
-async def inspect_stream(redis: Redis) -> StreamView:
-    length = int(await redis.xlen(STREAM))
-    first: Any = await redis.xrange(STREAM, count=1)
-    last: Any = await redis.xrevrange(STREAM, count=1)
+async def inspect_stream(redis: Redis, shard: int = 0) -> StreamView:
+    stream = stream_key(shard)
+    length = int(await redis.xlen(stream))
+    first: Any = await redis.xrange(stream, count=1)
+    last: Any = await redis.xrevrange(stream, count=1)
     try:
-        memory = await redis.memory_usage(STREAM)
+        memory = await redis.memory_usage(stream)
     except ResponseError:
         memory = None
     info: Any = await redis.info("memory")
-    backlog = await measure(redis)
+    backlog = await measure(redis, stream)
     try:
-        raw_groups: Any = await redis.xinfo_groups(STREAM)
+        raw_groups: Any = await redis.xinfo_groups(stream)
     except ResponseError:
         raw_groups = []
     groups = []
     for g in raw_groups:
         name = text(g["name"])
         last_delivered = text(g["last-delivered-id"])
-        consumers: Any = await redis.xinfo_consumers(STREAM, name)
-        lag, capped = await _lag(redis, g, last_delivered)
+        consumers: Any = await redis.xinfo_consumers(stream, name)
+        lag, capped = await _lag(redis, stream, g, last_delivered)
         groups.append(
             GroupView(
                 name=name,
@@ -175,7 +181,7 @@ async def inspect_stream(redis: Redis) -> StreamView:
             )
         )
     return StreamView(
-        stream=STREAM,
+        stream=stream,
         length=length,
         first_entry_id=text(first[0][0]) if first else None,
         last_entry_id=text(last[0][0]) if last else None,
@@ -187,13 +193,13 @@ async def inspect_stream(redis: Redis) -> StreamView:
     )
 
 
-async def _lag(redis: Redis, group: Any, last_delivered: str) -> tuple[int, bool]:
+async def _lag(redis: Redis, stream: str, group: Any, last_delivered: str) -> tuple[int, bool]:
     """Entries not yet delivered to the group (Redis 7 reports it; 6.2 is counted)."""
     if group.get("lag") is not None:
         return int(group["lag"]), False
     counted, cursor = 0, f"({last_delivered}"
     while counted < LAG_SCAN_CAP:
-        chunk: Any = await redis.xrange(STREAM, min=cursor, count=5000)
+        chunk: Any = await redis.xrange(stream, min=cursor, count=5000)
         counted += len(chunk)
         if len(chunk) < 5000:
             return counted, False
@@ -261,22 +267,25 @@ def _table(rows: list[tuple[str, object]]) -> str:
 
 
 async def _main(settings: Settings, args: argparse.Namespace) -> int:
-    redis = Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s * 5)
+    redis = redis_client(settings)
+    shards = settings.stream_shards
     try:
         if args.what == "tx":
             conn = await asyncpg.connect(settings.database_url)
             try:
-                result: msgspec.Struct = await trace_transaction(redis, conn, args.transaction_id)
+                traced = await trace_transaction(redis, conn, args.transaction_id, shards)
             finally:
                 await conn.close()
-            table = render_tx(result)  # type: ignore[arg-type]
-        else:
-            result = await inspect_stream(redis)
-            table = render_stream(result)
+            print(msgspec.json.encode(traced).decode() if args.json else render_tx(traced))
+            return 1 if traced.stage == "UNKNOWN" else 0
+        views = [await inspect_stream(redis, shard) for shard in range(shards)]
     finally:
         await redis.aclose()
-    print(msgspec.json.encode(result).decode() if args.json else table)
-    return 1 if args.what == "tx" and result.stage == "UNKNOWN" else 0  # type: ignore[attr-defined]
+    if args.json:  # one shard: the object; several: a list of them, by shard
+        print(msgspec.json.encode(views[0] if shards == 1 else views).decode())
+    else:
+        print("\n\n".join(render_stream(view) for view in views))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -253,12 +253,18 @@ class Flusher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
 
+    @property
+    def name(self) -> str:
+        """The consumer, and the shard when it is not the first: one name per worker."""
+        reader = self.reader
+        return reader.consumer if reader.shard == 0 else f"{reader.consumer}:shard{reader.shard}"
+
     async def publish_stats(self) -> None:
         """For the gateway's /metrics: this flusher's counters, in Redis."""
         st = self.stats
         await publish_stats(
             self.reader.redis,
-            self.reader.consumer,
+            self.name,
             {
                 "batches_total": st.batches,
                 "entries_total": st.entries,

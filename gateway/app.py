@@ -25,9 +25,9 @@ from gateway.errors import (
 )
 from gateway.history import HistoryStore
 from gateway.metrics import Metrics, counter, gauge, label
+from gateway.nodes import ClusterNodes, Nodes, SingleNode
 from gateway.purchase import PurchaseHandler
 from gateway.reads import Reads
-from gateway.redis_pipe import RedisPipe
 from gateway.request_ids import RequestIds
 from gateway.responses import CONTENT_TYPE_TEXT, Response, json_response, send_response
 from gateway.routing import Router
@@ -43,8 +43,8 @@ _OK = _encoder.encode({"status": "ok"})
 class App:
     def __init__(self, settings: Settings | None = None) -> None:
         self._settings = settings
-        self._appends: RedisPipe | None = None
-        self._cache_pipe: RedisPipe | None = None
+        self._appends: Nodes | None = None
+        self._cache_nodes: Nodes | None = None
         self._control: Redis | None = None
         self._reads_redis: Redis | None = None
         self._appender: StreamAppender | None = None
@@ -112,12 +112,13 @@ class App:
         logs.configure(settings.log_level)
         # Separate connections: readiness and backlog checks, reads and the read cache never
         # queue behind the appends.
-        self._appends = RedisPipe(settings.redis_url, timeout_s=settings.redis_timeout_s)
-        self._cache_pipe = RedisPipe(settings.redis_url, timeout_s=settings.redis_timeout_s)
+        self._appends = nodes(settings)
+        self._cache_nodes = nodes(settings)
         self._control = redis_client.connect(settings, 4)
         self._reads_redis = redis_client.connect(settings, 16)
         self._appender = StreamAppender(
             self._appends,
+            shards=settings.stream_shards,
             idempotency_ttl_s=settings.idempotency_ttl_s,
             max_inflight=settings.append_max_inflight,
             max_pending=settings.append_max_pending,
@@ -128,12 +129,16 @@ class App:
         )
         self._backlog = BacklogMonitor(
             self._control,
+            shards=settings.stream_shards,
             max_age_s=settings.backlog_max_age_s,
             max_length=settings.backlog_max_length,
             interval_s=settings.backlog_check_interval_s,
         )
         try:
-            await redis_client.ensure_group(self._control)
+            for cluster_nodes in (self._appends, self._cache_nodes):
+                if isinstance(cluster_nodes, ClusterNodes):
+                    await cluster_nodes.start()
+            await redis_client.ensure_groups(self._control, settings.stream_shards)
             await self._appender.load_script()
             await self._backlog.check()
         except (RedisError, OSError) as exc:
@@ -155,12 +160,12 @@ class App:
             max_size=settings.pg_pool_size,
         )
         self._cache = ReadCache(
-            self._cache_pipe,
+            self._cache_nodes,
             ttl_s=settings.cache_ttl_s,
             immutable_ttl_s=settings.cache_immutable_ttl_s,
             enabled=settings.cache_enabled,
         )
-        reads = Reads(self._history, self._cache, self._reads_redis)
+        reads = Reads(self._history, self._cache, self._reads_redis, settings.stream_shards)
         router = Router()
         router.add("/purchase", {"POST": purchase})
         router.add("/purchases", {"POST": purchase.batch})
@@ -180,9 +185,9 @@ class App:
             await self._appender.close()
         if self._history is not None:
             await self._history.close()
-        for pipe in (self._appends, self._cache_pipe):
-            if pipe is not None:
-                await pipe.close()
+        for connections in (self._appends, self._cache_nodes):
+            if connections is not None:
+                await connections.close()
         for client in (self._control, self._reads_redis):
             if client is not None:
                 await client.aclose()
@@ -291,6 +296,12 @@ class App:
                 ]
                 lines += [f"monokera_flusher_{field}{labels} {value}" for labels, value in samples]
         return lines
+
+
+def nodes(settings: Settings) -> Nodes:
+    if settings.redis_cluster:
+        return ClusterNodes(settings.redis_url, timeout_s=settings.redis_timeout_s)
+    return SingleNode(settings.redis_url, timeout_s=settings.redis_timeout_s)
 
 
 app = App()

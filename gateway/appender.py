@@ -1,30 +1,36 @@
-"""Coalesced, idempotent appends to the purchase stream.
+"""Coalesced, idempotent appends to the purchase streams.
 
 Every request that asks to append during one event-loop turn joins the same batch; the
-batch goes to Redis as one script call (``append.lua``) in one round trip, and each request
-gets its own future back. While ``max_inflight`` round trips are already waiting on Redis,
-new appends keep joining the next batch, which is sent as soon as one returns: under load
-the batches grow instead of the round trips multiplying.
+batch goes to Redis as one script call (``append.lua``) per stream shard, all of a node's
+shards in one pipelined round trip, and each request gets its own future back. While
+``max_inflight`` round trips are already waiting on Redis, new appends keep joining the
+next batch, which is sent as soon as one returns: under load the batches grow instead of
+the round trips multiplying.
 
 The script checks each purchase's idempotency key and appends it in the same atomic step,
-so concurrent retries of one transaction_id produce exactly one stream entry.
+so concurrent retries of one transaction_id produce exactly one stream entry. A purchase's
+shard is a stable hash of its transaction_id, and its idempotency key shares the shard
+stream's hash tag, so the script stays atomic on a Redis Cluster too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Final
 
 from redis.exceptions import NoScriptError, RedisError
 
-from core.constants import IDEMPOTENCY_PREFIX, STREAM
+from core.constants import idempotency_key, shard_of, stream_key
 from gateway.errors import Overloaded, StoreUnavailable
 from gateway.metrics import BATCH_BUCKETS, Histogram
-from gateway.redis_pipe import RedisPipe
+from gateway.nodes import Nodes
+from gateway.redis_pipe import Arg, RedisPipe, Reply
 
 APPEND_SCRIPT: Final = (files("gateway") / "append.lua").read_bytes()
+APPEND_SHA: Final = hashlib.sha1(APPEND_SCRIPT).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +64,9 @@ class AppendStats:
 class StreamAppender:
     def __init__(
         self,
-        redis: RedisPipe,
+        nodes: Nodes,
         *,
-        stream: str = STREAM,
+        shards: int = 1,
         idempotency_ttl_s: int = 900,
         max_inflight: int = 4,
         max_pending: int = 10_000,
@@ -69,16 +75,17 @@ class StreamAppender:
         ack_replicas_timeout_ms: int = 100,
         batch_sizes: Histogram | None = None,
     ) -> None:
-        self._redis = redis
-        self._stream = stream.encode()
+        self._nodes = nodes
+        self._shards = shards
+        self._streams = [stream_key(shard).encode() for shard in range(shards)]
         self._ttl = str(idempotency_ttl_s).encode()
         self._max_inflight = max_inflight
         self._max_pending = max_pending
         self._retry_after_s = retry_after_s
         self._ack_replicas = ack_replicas
         self._ack_replicas_timeout_ms = ack_replicas_timeout_ms
-        self._sha: str | None = None
-        self._batch: list[Pending] = []
+        self._batches: list[list[Pending]] = [[] for _ in range(shards)]
+        self._waiting = 0
         self._scheduled = False
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -86,18 +93,22 @@ class StreamAppender:
         self._batch_sizes = batch_sizes or Histogram(BATCH_BUCKETS)
 
     async def load_script(self) -> None:
-        self._sha = (await self._redis.call(b"SCRIPT", b"LOAD", APPEND_SCRIPT)).decode()
+        """Warm the script cache of every known node (a node without it is loaded lazily)."""
+        for pipe in self._nodes.all():
+            await pipe.call(b"SCRIPT", b"LOAD", APPEND_SCRIPT)
 
     async def append(self, transaction_id: str, fingerprint: bytes, payload: bytes) -> Appended:
         """Append one purchase unless its transaction_id is known; once Redis confirmed it."""
-        if len(self._batch) >= self._max_pending:
+        if self._waiting >= self._max_pending:
             raise Overloaded(
-                f"{len(self._batch)} purchases already waiting for Redis", self._retry_after_s
+                f"{self._waiting} purchases already waiting for Redis", self._retry_after_s
             )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Appended] = loop.create_future()
-        key = IDEMPOTENCY_PREFIX + transaction_id.encode()
-        self._batch.append(Pending(key, fingerprint, payload, future))
+        shard = shard_of(transaction_id, self._shards)
+        key = idempotency_key(shard, transaction_id)
+        self._batches[shard].append(Pending(key, fingerprint, payload, future))
+        self._waiting += 1
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._dispatch)
@@ -105,28 +116,59 @@ class StreamAppender:
 
     def _dispatch(self) -> None:
         self._scheduled = False
-        if not self._batch or self._inflight >= self._max_inflight:
+        if not self._waiting or self._inflight >= self._max_inflight:
             return  # a returning round trip dispatches what waits
-        batch, self._batch = self._batch, []
+        batches = {shard: items for shard, items in enumerate(self._batches) if items}
+        self._batches = [[] for _ in range(self._shards)]
+        self._waiting = 0
         self._inflight += 1
-        task = asyncio.get_running_loop().create_task(self._send(batch))
+        task = asyncio.get_running_loop().create_task(self._send(batches))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[Pending]) -> None:
+    async def _send(self, batches: dict[int, list[Pending]]) -> None:
         try:
-            try:
-                results = await self._call(batch)
-            except (RedisError, OSError) as exc:
-                self._fail(batch, f"purchase store unavailable: {type(exc).__name__}")
-                return
-            except BaseException:
-                # Cancelled at shutdown, or a bug: nobody may wait forever for an answer.
-                self._fail(batch, "purchase store call did not complete")
-                raise
-            self.stats.round_trips += 1
-            self._batch_sizes.observe(len(batch))
-            for item, result in zip(batch, results, strict=True):
+            by_node: dict[RedisPipe, dict[int, list[Pending]]] = {}
+            for shard, items in batches.items():
+                try:
+                    pipe = self._nodes.pipe_for(self._streams[shard])
+                except RedisError as exc:
+                    self._fail(items, f"purchase store unavailable: {exc}")
+                    continue
+                by_node.setdefault(pipe, {})[shard] = items
+            if len(by_node) == 1:
+                [(pipe, node_batches)] = by_node.items()
+                await self._send_to(pipe, node_batches)
+            else:
+                await asyncio.gather(*(self._send_to(p, b) for p, b in by_node.items()))
+        finally:
+            self._inflight -= 1
+            if self._waiting and not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._dispatch)
+
+    async def _send_to(self, pipe: RedisPipe, batches: dict[int, list[Pending]]) -> None:
+        """One round trip to one node: a script call per shard (then WAIT, if asked)."""
+        try:
+            replies = await self._call(pipe, batches)
+        except (RedisError, OSError) as exc:
+            self._nodes.failed(exc)
+            for items in batches.values():
+                self._fail(items, f"purchase store unavailable: {type(exc).__name__}")
+            return
+        except BaseException:
+            # Cancelled at shutdown, or a bug: nobody may wait forever for an answer.
+            for items in batches.values():
+                self._fail(items, "purchase store call did not complete")
+            raise
+        self.stats.round_trips += 1
+        for (shard, items), reply in zip(batches.items(), replies, strict=True):
+            if isinstance(reply, RedisError):
+                self._nodes.failed(reply)  # e.g. MOVED during a resharding or failover
+                self._fail(items, f"purchase store refused shard {shard}: {reply}")
+                continue
+            self._batch_sizes.observe(len(items))
+            for item, result in zip(items, reply, strict=True):
                 if item.future.done():
                     continue  # the client went away; the purchase is appended all the same
                 fingerprint, sep, entry_id = result.rpartition(b"|")
@@ -136,46 +178,44 @@ class StreamAppender:
                 else:
                     self.stats.appends += 1
                     item.future.set_result(Appended(result))
-        finally:
-            self._inflight -= 1
-            if self._batch and not self._scheduled:
-                self._scheduled = True
-                asyncio.get_running_loop().call_soon(self._dispatch)
 
-    async def _call(self, batch: list[Pending]) -> list[bytes]:
-        if self._sha is None:
-            await self.load_script()
-        keys: list[bytes] = [self._stream]
-        args: list[bytes] = [self._ttl]
-        for item in batch:
-            keys.append(item.key)
-            args.append(item.fingerprint)
-            args.append(item.payload)
-        commands: list[tuple[bytes | str | int, ...]] = [
-            (b"EVALSHA", self._sha or "", len(keys), *keys, *args)
-        ]
+    async def _call(self, pipe: RedisPipe, batches: dict[int, list[Pending]]) -> list[Reply]:
+        """The script's reply per shard, or the error Redis gave for that shard."""
+        commands: list[tuple[Arg, ...]] = []
+        for shard, items in batches.items():
+            keys: list[bytes] = [self._streams[shard]]
+            args: list[bytes] = [self._ttl]
+            for item in items:
+                keys.append(item.key)
+                args.append(item.fingerprint)
+                args.append(item.payload)
+            commands.append((b"EVALSHA", APPEND_SHA, len(keys), *keys, *args))
         if self._ack_replicas:
             commands.append((b"WAIT", self._ack_replicas, self._ack_replicas_timeout_ms))
-        try:
-            replies = await self._redis.call_many(commands)
-        except NoScriptError:
-            # Redis restarted or flushed its scripts: nothing ran, so running again is safe.
-            await self.load_script()
-            return await self._call(batch)
-        if self._ack_replicas and int(replies[1]) < self._ack_replicas:
-            raise ReplicationLag(f"{replies[1]} of {self._ack_replicas} replicas confirmed")
-        return list(replies[0])
+        replies = await pipe.call_many(commands, return_errors=True)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            # Redis restarted, failed over or flushed its scripts: nothing ran, so
+            # running again is safe.
+            await pipe.call(b"SCRIPT", b"LOAD", APPEND_SCRIPT)
+            replies = await pipe.call_many(commands, return_errors=True)
+        if self._ack_replicas:
+            confirmed = replies.pop()
+            if isinstance(confirmed, RedisError):
+                raise confirmed
+            if int(confirmed) < self._ack_replicas:
+                raise ReplicationLag(f"{confirmed} of {self._ack_replicas} replicas confirmed")
+        return replies
 
-    def _fail(self, batch: list[Pending], reason: str) -> None:
-        self.stats.failed += len(batch)
-        for item in batch:
+    def _fail(self, items: list[Pending], reason: str) -> None:
+        self.stats.failed += len(items)
+        for item in items:
             if not item.future.done():
                 item.future.set_exception(StoreUnavailable(reason, self._retry_after_s))
 
     async def close(self) -> None:
         """Send what is queued, then wait for every round trip in flight."""
-        while self._batch or self._tasks:
-            if self._batch and self._inflight < self._max_inflight:
+        while self._waiting or self._tasks:
+            if self._waiting and self._inflight < self._max_inflight:
                 self._dispatch()
             if self._tasks:
                 await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)

@@ -15,16 +15,23 @@ import logging
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.backlog import Backlog, measure
+from core.backlog import Backlog, measure_all
 
 log = logging.getLogger("gateway.backlog")
 
 
 class BacklogMonitor:
     def __init__(
-        self, redis: Redis, *, max_age_s: float, max_length: int, interval_s: float = 0.25
+        self,
+        redis: Redis,
+        *,
+        shards: int = 1,
+        max_age_s: float,
+        max_length: int,
+        interval_s: float = 0.25,
     ) -> None:
         self._redis = redis
+        self._shards = shards
         self._max_age_s = max_age_s
         self._max_length = max_length
         self._interval_s = interval_s
@@ -44,7 +51,7 @@ class BacklogMonitor:
         return None
 
     async def check(self) -> None:
-        backlog = await measure(self._redis)
+        backlog = await measure_all(self._redis, self._shards)
         refusal = self.judge(backlog)
         if refusal != self.refusal:
             if refusal:

@@ -18,8 +18,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from core.constants import ACCOUNT_VERSION_PREFIX, CACHE_PREFIX
-from gateway.redis_pipe import RedisPipe
+from core.constants import account_cache_key, account_version_key
+from gateway.nodes import Nodes
 
 
 class CacheStats:
@@ -32,8 +32,8 @@ class CacheStats:
 
 
 class ReadCache:
-    def __init__(self, redis: RedisPipe, *, ttl_s: int, immutable_ttl_s: int, enabled: bool = True):
-        self._redis = redis
+    def __init__(self, nodes: Nodes, *, ttl_s: int, immutable_ttl_s: int, enabled: bool = True):
+        self._nodes = nodes
         self._ttl_s = ttl_s
         self._immutable_ttl_s = immutable_ttl_s
         self._enabled = enabled
@@ -45,11 +45,10 @@ class ReadCache:
         """``load()`` unless a copy for the account's current version is cached."""
         if not self._enabled:
             return await load()
-        key = CACHE_PREFIX + kind + b":" + account.encode() + b":" + suffix
+        key = account_cache_key(account, kind, suffix)
         try:
-            reply: Any = await self._redis.call(
-                b"MGET", ACCOUNT_VERSION_PREFIX + account.encode(), key
-            )
+            version_key = account_version_key(account)
+            reply: Any = await self._nodes.pipe_for(version_key).call(b"MGET", version_key, key)
         except (RedisError, OSError):
             self.stats.errors += 1
             return await load()
@@ -71,7 +70,7 @@ class ReadCache:
         if not self._enabled:
             return None
         try:
-            cached: Any = await self._redis.call(b"GET", CACHE_PREFIX + key)
+            cached: Any = await self._nodes.pipe_for(key).call(b"GET", key)
         except (RedisError, OSError):
             self.stats.errors += 1
             return None
@@ -83,10 +82,10 @@ class ReadCache:
 
     async def immutable_set(self, key: bytes, value: bytes) -> None:
         if self._enabled:
-            await self._store(CACHE_PREFIX + key, value, self._immutable_ttl_s)
+            await self._store(key, value, self._immutable_ttl_s)
 
     async def _store(self, key: bytes, value: bytes, ttl_s: int) -> None:
         try:
-            await self._redis.call(b"SET", key, value, b"EX", ttl_s)
+            await self._nodes.pipe_for(key).call(b"SET", key, value, b"EX", ttl_s)
         except (RedisError, OSError):
             self.stats.errors += 1

@@ -13,7 +13,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.constants import IDEMPOTENCY_PREFIX, STREAM
+from core.constants import idempotency_key, shard_of, stream_key, transaction_cache_key
 from core.events import CustomerReceipt, SellerReceipt, event_decoder, is_valid_transaction_id
 from gateway.cache import ReadCache
 from gateway.errors import ErrorDetail, InvalidPurchase, NotFound, StoreUnavailable
@@ -75,16 +75,17 @@ def checked_account(account: str) -> str:
 
 
 class Reads:
-    def __init__(self, store: HistoryStore, cache: ReadCache, redis: Redis) -> None:
+    def __init__(self, store: HistoryStore, cache: ReadCache, redis: Redis, shards: int) -> None:
         self._store = store
         self._cache = cache
         self._redis = redis
+        self._shards = shards
 
     async def transaction(self, scope: Scope, receive: Receive) -> Response:
         transaction_id: str = scope["path_params"]["transaction_id"]
         if not is_valid_transaction_id(transaction_id):
             raise NotFound("no such transaction: not a valid transaction_id")
-        key = b"tx:" + transaction_id.encode()
+        key = transaction_cache_key(transaction_id)
         cached = await self._cache.immutable_get(key)
         if cached is not None:
             return json_response(200, cached)
@@ -101,11 +102,12 @@ class Reads:
     async def _accepted(self, transaction_id: str) -> TransactionView | None:
         """In the stream, not yet in PostgreSQL: found through its idempotency key."""
         try:
-            marker: Any = await self._redis.get(IDEMPOTENCY_PREFIX + transaction_id.encode())
+            shard = shard_of(transaction_id, self._shards)
+            marker: Any = await self._redis.get(idempotency_key(shard, transaction_id))
             if marker is None:
                 return None
             entry_id = bytes(marker).rpartition(b"|")[2].decode()
-            entries: Any = await self._redis.xrange(STREAM, entry_id, entry_id)
+            entries: Any = await self._redis.xrange(stream_key(shard), entry_id, entry_id)
         except (RedisError, OSError) as exc:
             # Not "not found": it may well have been acknowledged a moment ago.
             raise StoreUnavailable(f"purchase store unavailable: {type(exc).__name__}") from exc

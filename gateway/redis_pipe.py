@@ -100,9 +100,13 @@ class RedisPipe:
     async def call(self, *args: Arg) -> Reply:
         return (await self.call_many([args]))[0]
 
-    async def call_many(self, commands: Sequence[tuple[Arg, ...]]) -> list[Reply]:
+    async def call_many(
+        self, commands: Sequence[tuple[Arg, ...]], *, return_errors: bool = False
+    ) -> list[Reply]:
         """Send the commands at once, in order; their replies in the same order. A command
-        Redis refuses raises its ``ResponseError`` after all replies are in."""
+        Redis refuses raises its ``ResponseError`` once all replies are in, or with
+        ``return_errors`` stands in the list in place of its reply. A lost connection or
+        a timeout raises either way."""
         protocol = self._protocol
         if protocol is None or protocol.closed:
             protocol = await self._connect()
@@ -119,11 +123,18 @@ class RedisPipe:
             pass  # raised below, with the others
         finally:
             timer.cancel()
-        errors = [f.exception() for f in futures]
-        for error in errors:
-            if error is not None:
+        replies: list[Reply] = []
+        for future in futures:
+            error = future.exception()
+            if error is None:
+                replies.append(future.result())
+            elif return_errors and isinstance(error, ResponseError):
+                replies.append(error)
+            else:
+                for other in futures:
+                    other.exception()  # retrieved: asyncio need not warn about them
                 raise error
-        return [f.result() for f in futures]
+        return replies
 
     async def _connect(self) -> _Protocol:
         if self._connecting is None:

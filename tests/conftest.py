@@ -16,7 +16,7 @@ from core.settings import Settings
 from devstack.stack import EmbeddedStack
 from flusher.connections import open_flusher
 from flusher.worker import Flusher
-from gateway.redis_client import ensure_group
+from gateway.redis_client import ensure_groups
 from tests.helpers import Gateway, HttpClient
 
 TABLES = (
@@ -85,7 +85,7 @@ async def clean(request: pytest.FixtureRequest) -> None:
     settings: Settings = request.getfixturevalue("settings")
     redis = Redis.from_url(settings.redis_url)
     await redis.flushdb()
-    await ensure_group(redis)
+    await ensure_groups(redis, 1)
     await redis.aclose()
     conn = await asyncpg.connect(settings.database_url)
     await conn.execute(f"TRUNCATE {TABLES}")

@@ -61,9 +61,9 @@ async def assert_exactly_once(
     assert legs == 2 * len(stored)
 
 
-async def assert_reconciles(redis: Redis, conn: asyncpg.Connection) -> Report:
+async def assert_reconciles(redis: Redis, conn: asyncpg.Connection, shards: int = 1) -> Report:
     """The product's own reconcile finds nothing wrong."""
-    report = await reconcile(redis, conn)
+    report = await reconcile(redis, conn, shards)
     assert report.ok, render(report)
     assert report.pending == 0 and report.undelivered == 0, render(report)
     return report

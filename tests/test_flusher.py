@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from core.constants import GROUP, IDEMPOTENCY_PREFIX, STREAM
+from core.constants import GROUP, STREAM, idempotency_key
 from core.events import encoder, event_from_request, request_decoder
 from core.migrate import migrate
 from core.settings import Settings
@@ -114,7 +114,7 @@ async def test_transaction_id_seen_past_the_idempotency_window_is_recorded_not_w
 ) -> None:
     first = await client.post("/purchase", json=purchase("tx-late-retry", amount=100))
     await flusher.drain()
-    await redis.delete(IDEMPOTENCY_PREFIX + b"tx-late-retry")  # the window has passed
+    await redis.delete(idempotency_key(0, "tx-late-retry"))  # the window has passed
     late = await client.post("/purchase", json=purchase("tx-late-retry", amount=999))
     assert late.status_code == 200
     assert "idempotent-replayed" not in late.headers

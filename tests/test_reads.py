@@ -12,13 +12,13 @@ import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
-from core.constants import IDEMPOTENCY_PREFIX, STREAM
+from core.constants import CACHE_PATTERN, STREAM, idempotency_key
 from core.settings import Settings
 from flusher.worker import Flusher
 from gateway.cache import ReadCache
 from gateway.history import HistoryStore
+from gateway.nodes import SingleNode
 from gateway.reads import encode_cursor
-from gateway.redis_pipe import RedisPipe
 from gateway.views import HistoryPage
 from tests.helpers import HttpClient, purchase
 
@@ -61,7 +61,7 @@ async def test_a_flushed_purchase_is_persisted_and_stays_readable_after_trimming
     assert persisted["stream_entry_id"] == ok.headers["x-stream-entry-id"]
 
     await redis.xtrim(STREAM, maxlen=0, approximate=False)
-    await redis.delete(IDEMPOTENCY_PREFIX + b"trace-later", *await redis.keys(b"monokera:cache:*"))
+    await redis.delete(idempotency_key(0, "trace-later"), *await redis.keys(CACHE_PATTERN))
     again = await client.get("/transactions/trace-later")
     assert again.json() == persisted
 
@@ -244,8 +244,8 @@ async def test_a_read_in_flight_while_the_flusher_commits_cannot_leave_a_stale_p
     await buy(client, "race-2", "iris", "shop")  # accepted, not yet flushed
 
     store = HistoryStore(settings.database_url)
-    pipe = RedisPipe(settings.redis_url, timeout_s=2)
-    cache = ReadCache(pipe, ttl_s=300, immutable_ttl_s=300)
+    node = SingleNode(settings.redis_url, timeout_s=2)
+    cache = ReadCache(node, ttl_s=300, immutable_ttl_s=300)
     suffix = b"50:0"
 
     async def load_then_flush() -> bytes:
@@ -257,7 +257,7 @@ async def test_a_read_in_flight_while_the_flusher_commits_cannot_leave_a_stale_p
         stale = await cache.account_read("iris", b"h", suffix, load_then_flush)
     finally:
         await store.close()
-        await pipe.close()
+        await node.close()
     assert b"race-1" in stale  # what the in-flight read answered, loaded before the commit
     fresh = (await client.get("/accounts/iris/transactions")).json()
     assert [e["transaction_id"] for e in fresh["entries"]] == ["race-2", "race-1"]

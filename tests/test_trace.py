@@ -10,7 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from core.constants import IDEMPOTENCY_PREFIX, STREAM
+from core.constants import STREAM, idempotency_key
 from core.settings import Settings
 from flusher.stream import GroupReader
 from flusher.worker import Flusher
@@ -58,7 +58,7 @@ async def test_trace_follows_a_purchase_through_every_stage(
     assert persisted["persisted_entry_id"] == entry
 
     await redis.xtrim(STREAM, maxlen=0, approximate=False)
-    await redis.delete(IDEMPOTENCY_PREFIX + b"traced")
+    await redis.delete(idempotency_key(0, "traced"))
     _, trimmed = trace(settings, "tx", "traced")
     assert (trimmed["stage"], trimmed["in_stream"]) == ("PERSISTED", False)
     assert trimmed["stream_entry_id"] == entry

@@ -1,0 +1,100 @@
+"""Sharded streams on one Redis: several gateway workers, two flusher processes, one dies."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import msgspec
+from redis.asyncio import Redis
+
+from core.constants import GROUP, shard_of, stream_key
+from core.settings import Settings
+from tests.conftest import env_for
+from tests.helpers import FlusherProcess, Gateway, HttpClient, purchase
+from tests.reconcile import assert_exactly_once, assert_reconciles, wait_for_rows
+
+SHARDS = 4
+
+
+def test_shard_of_is_stable_and_uses_every_shard() -> None:
+    picked = [shard_of(f"tx-{i}", SHARDS) for i in range(1000)]
+    assert set(picked) == set(range(SHARDS))
+    assert all(picked.count(s) > 150 for s in range(SHARDS))  # CRC-32 spreads evenly
+    assert shard_of("312312312312", SHARDS) == shard_of("312312312312", SHARDS)
+    assert shard_of("anything", 1) == 0
+
+
+async def idempotency_keys_per_shard(redis: Redis) -> list[int]:
+    return [len(await redis.keys(f"monokera:{{{s}}}:idem:*")) for s in range(SHARDS)]
+
+
+async def test_sharded_purchases_reach_postgres_exactly_once_while_a_flusher_is_killed(
+    settings: Settings, redis: Redis, pg: asyncpg.Connection, tmp_path: Path
+) -> None:
+    sharded = msgspec.structs.replace(settings, stream_shards=SHARDS)
+    gateway = Gateway(env_for(sharded), tmp_path / "gateway.log", workers=2)
+    flushers = [
+        FlusherProcess(
+            env_for(msgspec.structs.replace(sharded, consumer=f"shard-flusher-{i}")),
+            tmp_path / f"flusher-{i}.log",
+        )
+        for i in range(2)
+    ]
+    client = HttpClient(gateway.url)
+    try:
+        first = [f"sharded-a-{i}" for i in range(600)]
+        replies = await asyncio.gather(*(client.post("/purchase", json=purchase(t)) for t in first))
+        assert [r.status_code for r in replies] == [200] * len(first)
+        await wait_for_rows(sharded.database_url, len(first))
+
+        flushers[0].kill()  # its pending entries, if any, go to the survivor
+        second = [f"sharded-b-{i}" for i in range(600)]
+        replies = await asyncio.gather(
+            *(client.post("/purchase", json=purchase(t)) for t in second)
+        )
+        assert [r.status_code for r in replies] == [200] * len(second)
+        await wait_for_rows(sharded.database_url, len(first) + len(second))
+
+        # Every shard took its share, and both flushers worked every shard's group.
+        per_shard = await idempotency_keys_per_shard(redis)
+        assert sum(per_shard) == len(first) + len(second)
+        assert min(per_shard) > 150, per_shard
+        for shard in range(SHARDS):
+            consumers = await redis.xinfo_consumers(stream_key(shard), GROUP)
+            names = {c["name"].decode() for c in consumers}
+            assert {"shard-flusher-0", "shard-flusher-1"} <= names
+
+        await assert_exactly_once(pg, first + second)
+        await assert_reconciles(redis, pg, SHARDS)
+
+        # Reads find a purchase in whichever shard it went to.
+        for tx in (first[0], second[-1]):
+            view = (await client.get(f"/transactions/{tx}")).json()
+            assert view["status"] == "PERSISTED" and view["transaction_id"] == tx
+        summary = (await client.get("/accounts/23131342342342321")).json()
+        assert summary["debit_count"] == len(first) + len(second)
+    finally:
+        await client.close()
+        for flusher in flushers:
+            flusher.stop()
+        gateway.stop()
+
+
+async def test_accepted_purchase_is_traceable_in_its_shard_before_any_flush(
+    settings: Settings, tmp_path: Path
+) -> None:
+    sharded = msgspec.structs.replace(settings, stream_shards=SHARDS)
+    gateway = Gateway(env_for(sharded), tmp_path / "gateway.log")
+    client = HttpClient(gateway.url)
+    try:
+        ids = [f"unflushed-{i}" for i in range(8)]
+        assert len({shard_of(t, SHARDS) for t in ids}) > 1
+        for tx in ids:
+            assert (await client.post("/purchase", json=purchase(tx))).status_code == 200
+            view = (await client.get(f"/transactions/{tx}")).json()
+            assert view["status"] == "ACCEPTED", view
+    finally:
+        await client.close()
+        gateway.stop()
