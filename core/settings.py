@@ -71,6 +71,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     pg_command_timeout_s: PositiveFloat = 60.0
     pg_transaction_timeout_s: PositiveFloat = 30.0
     shutdown_grace_s: PositiveFloat = 10.0
+    ledger_partitions_ahead_days: Annotated[int, Meta(ge=0, le=366)] = 7
+    ledger_retention_days: Annotated[int, Meta(ge=0)] = 0
+    ledger_maintenance_interval_s: PositiveFloat = 3600.0
 
     # embedded stack (`make run`, tests)
     data_dir: str = ".data"

@@ -7,7 +7,9 @@ exactly one DEBIT and one CREDIT, or a ledger leg without its transaction.
 Every entry still in the stream is classified: undelivered, pending (on which consumer),
 or acknowledged; an acknowledged one must be in PostgreSQL as a transaction, a recorded
 duplicate or a dead letter. Entries trimmed from the stream are checked on the PostgreSQL
-side only (legs and orphans).
+side only (legs and orphans). Transactions older than the ledger's retention (persisted
+before its oldest partition begins: see ``MONOKERA_LEDGER_RETENTION_DAYS``) have had their
+legs dropped on purpose and are left out of the leg checks.
 """
 
 from __future__ import annotations
@@ -29,9 +31,16 @@ from flusher.stream import parse_id, text
 
 SCAN_CHUNK = 5000
 
+# A transaction's persisted_at is its legs' recorded_at (one time per batch): legs older
+# than the oldest ledger partition were dropped by retention, not lost.
+RETAINED_FROM = "SELECT min(lower_bound) FROM ledger_partitions"
+
+PAST_RETENTION = "SELECT count(*) FROM transactions WHERE persisted_at < $1"
+
 LEGS_BROKEN = """
 SELECT t.transaction_id
 FROM transactions t LEFT JOIN ledger_entries l USING (transaction_id)
+WHERE $1::timestamptz IS NULL OR t.persisted_at >= $1
 GROUP BY t.transaction_id, t.customer_account, t.seller_account, t.amount
 HAVING count(l.entry_id) <> 2
     OR count(*) FILTER (WHERE l.direction = 'DEBIT' AND l.account = t.customer_account
@@ -64,6 +73,7 @@ class Report(msgspec.Struct):
     acknowledged_in_stream: int = 0
     acknowledged_missing_in_postgres: list[str] = []
     transactions: int = 0
+    transactions_past_retention: int = 0
     ledger_entries: int = 0
     duplicate_entries: int = 0
     dead_letters: int = 0
@@ -76,7 +86,7 @@ class Report(msgspec.Struct):
             self.acknowledged_missing_in_postgres
             or self.transactions_with_broken_legs
             or self.orphan_legs
-            or self.ledger_entries != 2 * self.transactions
+            or self.ledger_entries != 2 * (self.transactions - self.transactions_past_retention)
         )
 
 
@@ -88,7 +98,11 @@ async def reconcile(redis: Redis, conn: asyncpg.Connection, shards: int = 1) -> 
     report.ledger_entries = await conn.fetchval("SELECT count(*) FROM ledger_entries")
     report.duplicate_entries = await conn.fetchval("SELECT count(*) FROM duplicate_entries")
     report.dead_letters = await conn.fetchval("SELECT count(*) FROM dead_letters")
-    report.transactions_with_broken_legs = [r[0] for r in await conn.fetch(LEGS_BROKEN)]
+    retained_from = await conn.fetchval(RETAINED_FROM)
+    if retained_from is not None:
+        report.transactions_past_retention = await conn.fetchval(PAST_RETENTION, retained_from)
+    broken = await conn.fetch(LEGS_BROKEN, retained_from)
+    report.transactions_with_broken_legs = [r[0] for r in broken]
     report.orphan_legs = await conn.fetchval(ORPHAN_LEGS)
     return report
 
@@ -152,6 +166,7 @@ def render(report: Report) -> str:
         ("acknowledged, still in stream", report.acknowledged_in_stream),
         ("  of which missing in PostgreSQL", len(report.acknowledged_missing_in_postgres)),
         ("transactions", report.transactions),
+        ("  of which past the ledger retention", report.transactions_past_retention),
         ("ledger entries", report.ledger_entries),
         ("duplicate entries (rejected)", report.duplicate_entries),
         ("dead letters", report.dead_letters),

@@ -3,6 +3,8 @@
 A batch is COPYed into a temporary table, then one statement inserts the new transactions
 (``ON CONFLICT DO NOTHING``) and, from exactly the rows it inserted, both ledger legs. A
 redelivered entry therefore writes nothing, and no leg is ever written without its twin.
+The transactions' ``persisted_at`` and the legs' ``recorded_at`` (the ledger's partition
+key) are one time per batch, from ``ledger_clock``.
 One unique violation would abort a plain COPY, hence the staging table.
 """
 
@@ -18,6 +20,7 @@ from core.constants import PG_WRITE_LOCK
 from core.events import PurchaseEvent
 from core.migrate import migrate
 from flusher.errors import PG_RETRYABLE, StoreUnavailable
+from flusher.partitions import PartitionChange, maintain_partitions
 
 CREATE_STAGING: Final = """
 CREATE TEMP TABLE IF NOT EXISTS incoming (
@@ -48,27 +51,35 @@ STAGING_COLUMNS: Final = (
 )
 
 INSERT_FROM_STAGING: Final = """
-WITH fresh AS (
+WITH clock AS (
+    -- One time for the whole batch, taken under the write lock and never behind the last
+    -- batch's: history is read newest first by (recorded_at, entry_id), partitioned by day
+    -- on recorded_at, and both legs land in the same partition.
+    UPDATE ledger_clock SET recorded_at = greatest(recorded_at, clock_timestamp())
+    RETURNING recorded_at
+), fresh AS (
     INSERT INTO transactions (
         transaction_id, customer_name, customer_account, seller_name, seller_account,
-        amount, request_id, stream_entry_id, accepted_at
+        amount, request_id, stream_entry_id, accepted_at, persisted_at
     )
     SELECT DISTINCT ON (transaction_id)
         transaction_id, customer_name, customer_account, seller_name, seller_account,
-        amount, request_id, stream_entry_id, accepted_at
-    FROM incoming
+        amount, request_id, stream_entry_id, accepted_at, clock.recorded_at
+    FROM incoming CROSS JOIN clock
     ORDER BY transaction_id, seq
     ON CONFLICT (transaction_id) DO NOTHING
     RETURNING transaction_id, stream_entry_id, customer_account, seller_account, amount,
-              accepted_at
+              accepted_at, persisted_at
 ), legs AS (
     INSERT INTO ledger_entries (
-        transaction_id, account, direction, amount, counterparty, accepted_at
+        transaction_id, account, direction, amount, counterparty, accepted_at, recorded_at
     )
-    SELECT transaction_id, customer_account, 'DEBIT', amount, seller_account, accepted_at
+    SELECT transaction_id, customer_account, 'DEBIT', amount, seller_account, accepted_at,
+           persisted_at
     FROM fresh
     UNION ALL
-    SELECT transaction_id, seller_account, 'CREDIT', amount, customer_account, accepted_at
+    SELECT transaction_id, seller_account, 'CREDIT', amount, customer_account, accepted_at,
+           persisted_at
     FROM fresh
     RETURNING account, direction, amount, accepted_at
 ), totals AS (
@@ -277,6 +288,21 @@ class PurchaseStore:
         if bad:
             total.dead_letters = (await self._write(conn, [], bad)).dead_letters
         return total
+
+    async def maintain_partitions(
+        self, *, ahead_days: int, retention_days: int
+    ) -> list[PartitionChange] | None:
+        """None when the locks were not had in time (see flusher.partitions)."""
+        conn = await self.connect()
+        try:
+            return await maintain_partitions(
+                conn, ahead_days=ahead_days, retention_days=retention_days
+            )
+        except asyncpg.exceptions.LockNotAvailableError:
+            return None
+        except PG_RETRYABLE as exc:
+            await self._discard(conn)
+            raise StoreUnavailable(f"PostgreSQL partition maintenance failed: {exc!r}") from exc
 
     async def record_incident(
         self, consumer: str, reason: str, last_committed_entry_id: str | None

@@ -123,6 +123,21 @@ class Flusher:
         self.stats.trimmed += trimmed
         return trimmed
 
+    async def maintain_partitions(self) -> None:
+        """Ledger partitions for the days ahead; the ones past the retention dropped."""
+        changes = await self.store.maintain_partitions(
+            ahead_days=self.settings.ledger_partitions_ahead_days,
+            retention_days=self.settings.ledger_retention_days,
+        )
+        if changes is None:
+            log.warning(
+                "ledger partition maintenance skipped: lock not available; retrying in %.0fs",
+                self.settings.ledger_maintenance_interval_s,
+            )
+            return
+        for change in changes:
+            log.info("ledger partition %s %s", change.partition, change.action)
+
     async def process(self, entries: list[Entry]) -> int:
         if not entries:
             return 0
@@ -154,7 +169,9 @@ class Flusher:
         created = await self.reader.ensure_group()
         if created:
             log.info("created consumer group %s on %s", self.reader.group, self.reader.stream)
-        await self.store.connect()
+        await self.store.connect()  # migrates
+        if self.reader.shard == 0:  # one worker per flusher process is enough
+            await self.maintain_partitions()
 
     async def finish_own_pending(self) -> int:
         done = 0
@@ -185,8 +202,12 @@ class Flusher:
         await self._retrying(self.start)
         await self._retrying(self.finish_own_pending)
         next_reclaim = next_trim = next_publish = 0.0
+        next_partitions = time.monotonic() + self.settings.ledger_maintenance_interval_s
         while not self._stopping.is_set():
             now = time.monotonic()
+            if now >= next_partitions and self.reader.shard == 0:
+                await self._retrying(self.maintain_partitions)
+                next_partitions = now + self.settings.ledger_maintenance_interval_s
             if now >= next_publish:
                 await self._retrying(self.publish_stats)
                 next_publish = now + 1.0

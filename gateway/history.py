@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, Final, TypeVar
 
 import asyncpg
@@ -17,16 +18,22 @@ SELECT transaction_id, customer_name, customer_account, seller_name, seller_acco
 FROM transactions WHERE transaction_id = $1
 """
 
+# Newest first in ledger order. The order is the partition key's (recorded_at), so the
+# partitions are read one after the other, newest first, each by an index-only scan, and
+# the LIMIT stops the scan before older partitions are opened (docs/history-partitions.md).
 HISTORY_FIRST: Final = """
-SELECT entry_id, transaction_id, direction, amount, counterparty, accepted_at
+SELECT entry_id, transaction_id, direction, amount, counterparty, accepted_at, recorded_at
 FROM ledger_entries WHERE account = $1
-ORDER BY entry_id DESC LIMIT $2
+ORDER BY recorded_at DESC, entry_id DESC LIMIT $2
 """
 
+# `recorded_at <= $3` is implied by the row comparison; spelled out, it also prunes the
+# partitions newer than the cursor.
 HISTORY_AFTER: Final = """
-SELECT entry_id, transaction_id, direction, amount, counterparty, accepted_at
-FROM ledger_entries WHERE account = $1 AND entry_id < $3
-ORDER BY entry_id DESC LIMIT $2
+SELECT entry_id, transaction_id, direction, amount, counterparty, accepted_at, recorded_at
+FROM ledger_entries
+WHERE account = $1 AND recorded_at <= $3 AND (recorded_at, entry_id) < ($3, $4)
+ORDER BY recorded_at DESC, entry_id DESC LIMIT $2
 """
 
 SUMMARY: Final = """
@@ -36,6 +43,9 @@ FROM account_totals WHERE account = $1
 """
 
 T = TypeVar("T")
+
+HistoryKey = tuple[datetime, int]
+"""Where an entry sorts in an account's history: (recorded_at, entry_id)."""
 
 _UNAVAILABLE = (
     OSError,
@@ -86,12 +96,21 @@ class HistoryStore:
         row = await self._run(lambda pool: pool.fetchrow(TRANSACTION, transaction_id))
         return None if row is None else transaction_view(row)
 
-    async def history(self, account: str, limit: int, before: int | None) -> list[HistoryEntry]:
+    async def history(
+        self, account: str, limit: int, before: HistoryKey | None
+    ) -> tuple[list[HistoryEntry], HistoryKey | None]:
+        """A page of entries older than ``before``, and the key of its last entry."""
         if before is None:
             rows = await self._run(lambda pool: pool.fetch(HISTORY_FIRST, account, limit))
         else:
-            rows = await self._run(lambda pool: pool.fetch(HISTORY_AFTER, account, limit, before))
-        return [HistoryEntry(**dict(row)) for row in rows]
+            rows = await self._run(lambda pool: pool.fetch(HISTORY_AFTER, account, limit, *before))
+        entries = []
+        for row in rows:
+            values = dict(row)
+            del values["recorded_at"]
+            entries.append(HistoryEntry(**values))
+        last = (rows[-1]["recorded_at"], rows[-1]["entry_id"]) if rows else None
+        return entries, last
 
     async def summary(self, account: str) -> AccountSummary:
         row = await self._run(lambda pool: pool.fetchrow(SUMMARY, account))

@@ -17,7 +17,7 @@ from core.constants import idempotency_key, shard_of, stream_key, transaction_ca
 from core.events import CustomerReceipt, SellerReceipt, event_decoder, is_valid_transaction_id
 from gateway.cache import ReadCache
 from gateway.errors import ErrorDetail, InvalidPurchase, NotFound, StoreUnavailable
-from gateway.history import HistoryStore
+from gateway.history import HistoryKey, HistoryStore
 from gateway.responses import Response, json_response
 from gateway.types import Receive, Scope
 from gateway.views import HistoryPage, LegView, TransactionView
@@ -33,23 +33,32 @@ class InvalidQuery(InvalidPurchase):
     """A 422 on a read: same status and code as any other validation error."""
 
 
-def encode_cursor(entry_id: int) -> str:
-    return base64.urlsafe_b64encode(f"e{entry_id}".encode()).rstrip(b"=").decode()
+_CURSOR: Final = re.compile(r"k([0-9]{1,19})\.([0-9]{1,19})")  # used with fullmatch
+_MAX_US: Final = (datetime(9999, 12, 31, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 
 
-def decode_cursor(cursor: str) -> int:
+def encode_cursor(key: HistoryKey) -> str:
+    """Opaque to clients: the (recorded_at, entry_id) of the last entry of a page."""
+    recorded_at, entry_id = key
+    us = (recorded_at - _EPOCH) // timedelta(microseconds=1)
+    return base64.urlsafe_b64encode(f"k{us}.{entry_id}".encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> HistoryKey:
+    """Cursors from before ledger partitioning (``e<entry_id>``) are refused like any other."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("e"):
-            raise ValueError(raw)
-        value = int(raw[1:])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error):  # UnicodeDecodeError is a ValueError
+        raw = ""
+    match = _CURSOR.fullmatch(raw)
+    if match is None:
         raise InvalidQuery(
             "cursor is not one this API returned", [ErrorDetail("cursor", "invalid cursor")]
-        ) from None
-    if not 1 <= value < 2**63:
+        )
+    us, entry_id = int(match[1]), int(match[2])
+    if not (0 <= us <= _MAX_US and 1 <= entry_id < 2**63):
         raise InvalidQuery("cursor out of range", [ErrorDetail("cursor", "invalid cursor")])
-    return value
+    return _EPOCH + timedelta(microseconds=us), entry_id
 
 
 def parse_limit(values: list[str] | None) -> int:
@@ -135,12 +144,11 @@ class Reads:
         before = decode_cursor(cursor) if cursor else None
 
         async def load() -> bytes:
-            entries = await self._store.history(account, limit, before)
-            more = len(entries) == limit
-            next_cursor = encode_cursor(entries[-1].entry_id) if more and entries else None
+            entries, last = await self._store.history(account, limit, before)
+            next_cursor = encode_cursor(last) if len(entries) == limit and last else None
             return _encoder.encode(HistoryPage(account, entries, next_cursor))
 
-        suffix = f"{limit}:{before or 0}".encode()
+        suffix = (f"{limit}:" + (encode_cursor(before) if before else "")).encode()
         return json_response(200, await self._cache.account_read(account, b"h", suffix, load))
 
     async def summary(self, scope: Scope, receive: Receive) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -43,6 +44,11 @@ def purchase(
         },
         "seller_info": {"seller_name": "User 2", "seller_account": seller},
     }
+
+
+def raw_cursor(text: str) -> str:
+    """A history cursor with the given content, valid or not."""
+    return base64.urlsafe_b64encode(text.encode()).decode()
 
 
 class Process:

@@ -279,4 +279,5 @@ async def test_migrations_apply_once(pg: asyncpg.Connection) -> None:
         "002_duplicate_entries.sql",
         "003_stream_incidents.sql",
         "004_history_reads.sql",
+        "005_ledger_partitions.sql",
     ]

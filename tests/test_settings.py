@@ -36,6 +36,8 @@ def test_values_are_parsed_from_text() -> None:
         ("MONOKERA_BATCH_SIZE", "0"),
         ("MONOKERA_LOG_LEVEL", "LOUD"),
         ("MONOKERA_REDIS_APPENDFSYNC", "sometimes"),
+        ("MONOKERA_LEDGER_RETENTION_DAYS", "-1"),
+        ("MONOKERA_LEDGER_PARTITIONS_AHEAD_DAYS", "week"),
         ("REDIS_URL", "http://127.0.0.1:6379"),
         ("DATABASE_URL", "mysql://db/monokera"),
     ],
