@@ -20,18 +20,26 @@ class RedisServer:
         *,
         password: str | None = None,
         replica_of: int | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
+        """``extra_args`` go last on the command line, so a caller (the cluster) can add or
+        override settings without another copy of this start-up code."""
         self.data_dir = data_dir
         self.port = port
         self.appendfsync = appendfsync
         self.password = password
         self.replica_of = replica_of
+        self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     @property
     def pid(self) -> int:
@@ -54,6 +62,7 @@ class RedisServer:
             args += ["--requirepass", self.password]
         if self.replica_of:
             args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        args += self.extra_args
         self.proc = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,

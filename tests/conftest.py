@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from core.settings import Settings
+from devstack.redis_cluster import RedisCluster
 from devstack.stack import EmbeddedStack
 from flusher.connections import open_flusher
 from flusher.worker import Flusher
@@ -39,6 +40,17 @@ def stack(workdir: Path) -> Iterator[EmbeddedStack]:
     stack.start()
     yield stack
     stack.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(workdir: Path) -> Iterator[RedisCluster]:
+    """Six redis-servers, started only when a test asks: the rest of the suite does not pay."""
+    cluster = RedisCluster(workdir / "redis-cluster")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")
