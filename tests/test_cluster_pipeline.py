@@ -1,0 +1,153 @@
+"""The whole pipeline on a real Redis Cluster: sharded streams, two gateway workers, two
+flushers, and a master killed under load in the durable-ack mode (WAIT for a replica)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import cast
+
+import asyncpg
+import msgspec
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster as ClusterClient
+
+from core.constants import stream_key
+from core.settings import Settings
+from devstack.redis_cluster import RedisCluster, command
+from tests.conftest import env_for
+from tests.helpers import FlusherProcess, Gateway, HttpClient, purchase
+from tests.reconcile import assert_exactly_once, assert_reconciles, wait_for_rows
+
+SHARDS = 6
+
+
+@pytest.fixture
+def cluster_settings(settings: Settings, redis_cluster: RedisCluster) -> Iterator[Settings]:
+    redis_cluster.wait_settled()
+    for master in redis_cluster.masters():
+        command(master, "FLUSHALL")
+    yield msgspec.structs.replace(
+        settings, redis_url=redis_cluster.seed_url, redis_cluster=True, stream_shards=SHARDS
+    )
+
+
+@pytest.fixture
+async def cluster_redis(cluster_settings: Settings) -> AsyncIterator[Redis]:
+    client = ClusterClient.from_url(cluster_settings.redis_url)
+    yield cast(Redis, client)
+    await client.aclose()
+
+
+def start_pipeline(settings: Settings, tmp_path: Path) -> tuple[Gateway, list[FlusherProcess]]:
+    gateway = Gateway(env_for(settings), tmp_path / "gateway.log", workers=2)
+    flushers = [
+        FlusherProcess(
+            env_for(msgspec.structs.replace(settings, consumer=f"cluster-flusher-{i}")),
+            tmp_path / f"flusher-{i}.log",
+        )
+        for i in range(2)
+    ]
+    return gateway, flushers
+
+
+async def test_purchases_spread_over_every_master_and_persist_exactly_once(
+    cluster_settings: Settings,
+    cluster_redis: Redis,
+    redis_cluster: RedisCluster,
+    pg: asyncpg.Connection,
+    tmp_path: Path,
+) -> None:
+    gateway, flushers = start_pipeline(cluster_settings, tmp_path)
+    client = HttpClient(gateway.url)
+    try:
+        ids = [f"cluster-{i}" for i in range(900)]
+        replies = await asyncio.gather(*(client.post("/purchase", json=purchase(t)) for t in ids))
+        assert [r.status_code for r in replies] == [200] * len(ids)
+        await wait_for_rows(cluster_settings.database_url, len(ids))
+        await assert_exactly_once(pg, ids)
+        await assert_reconciles(cluster_redis, pg, SHARDS)
+
+        owners = {redis_cluster.master_for_key(stream_key(s)).port for s in range(SHARDS)}
+        assert len(owners) == 3, "the shards' streams should live on every master"
+        keys_per_master = [int(command(m, "DBSIZE")) for m in redis_cluster.masters()]
+        assert all(n > 0 for n in keys_per_master), keys_per_master
+
+        view = (await client.get(f"/transactions/{ids[0]}")).json()
+        assert view["status"] == "PERSISTED"
+        history = (await client.get("/accounts/23132131/transactions?limit=5")).json()
+        assert len(history["entries"]) == 5  # cached through the cluster too
+        again = (await client.get("/accounts/23132131/transactions?limit=5")).json()
+        assert again == history
+        assert (await client.get("/accounts/23132131")).json()["credit_count"] == len(ids)
+    finally:
+        await client.close()
+        for flusher in flushers:
+            flusher.stop()
+        gateway.stop()
+
+
+async def post_until_answered(client: HttpClient, tx: str, give_up_at: float) -> bool:
+    """True once a 200 came back; 503s (the failover window) are retried, as clients do."""
+    while time.monotonic() < give_up_at:
+        reply = await client.post("/purchase", json=purchase(tx))
+        if reply.status_code == 200:
+            return True
+        assert reply.status_code == 503, reply.text
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_master_killed_under_load_loses_no_acknowledged_purchase_with_wait_acks(
+    cluster_settings: Settings, redis_cluster: RedisCluster, pg: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """MONOKERA_ACK_REPLICAS=1: a 200 means a replica has the purchase, so the replica that
+    takes over has every acknowledged one."""
+    durable = msgspec.structs.replace(cluster_settings, ack_replicas=1, ack_replicas_timeout_ms=500)
+    gateway, flushers = start_pipeline(durable, tmp_path)
+    client = HttpClient(gateway.url)
+    acknowledged: list[str] = []
+    unanswered: list[str] = []
+    numbers = itertools.count()
+    stop_at = time.monotonic() + 8
+
+    async def load() -> None:
+        while time.monotonic() < stop_at:
+            batch = [f"failover-{next(numbers)}" for _ in range(25)]
+            answered = await asyncio.gather(
+                *(post_until_answered(client, tx, stop_at + 15) for tx in batch)
+            )
+            for tx, ok in zip(batch, answered, strict=True):
+                (acknowledged if ok else unanswered).append(tx)
+
+    victim = redis_cluster.master_for_key(stream_key(0))
+    try:
+        loaders = [asyncio.create_task(load()) for _ in range(4)]
+        await asyncio.sleep(2)
+        redis_cluster.kill(victim)
+        promoted = await asyncio.to_thread(redis_cluster.wait_for_failover, victim, 15)
+        # The promoted master has no replica to confirm to (503s in this mode) until the
+        # old node rejoins as its replica.
+        await asyncio.to_thread(redis_cluster.restart, victim)
+        await asyncio.gather(*loaders)
+        assert promoted.port != victim.port
+        assert len(acknowledged) > 500, (len(acknowledged), len(unanswered))
+        assert len(unanswered) == 0  # every purchase got its 200 once the cluster healed
+        await wait_for_rows(durable.database_url, len(acknowledged), timeout=60)
+        await asyncio.sleep(1)  # anything unanswered but appended lands too
+        await assert_exactly_once(pg, acknowledged, unanswered)
+        print(
+            f"\nfailover under load: {len(acknowledged)} acknowledged,"
+            f" {len(unanswered)} never answered 200, all acknowledged persisted once"
+        )
+    finally:
+        await client.close()
+        for flusher in flushers:
+            flusher.stop()
+        gateway.stop()
+        if not victim.running:
+            redis_cluster.restart(victim)
