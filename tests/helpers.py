@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -58,7 +59,12 @@ class Process:
         self.log = log
         self._out = log.open("ab")
         self.proc = subprocess.Popen(
-            args, env=dict(env), stdout=self._out, stderr=subprocess.STDOUT, cwd=ROOT
+            args,
+            env=dict(env),
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,  # kill() can reach its children too
         )
 
     @property
@@ -79,6 +85,10 @@ class Process:
         return self.proc.returncode
 
     def kill(self) -> None:
+        """SIGKILL it and its children: a Granian main process killed alone leaves its
+        worker serving, orphaned, long after the test."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.stop(signal.SIGKILL)
 
 
