@@ -33,7 +33,8 @@ from redis import Redis
 from bench.chart import MetricsSampler, Sample, render_chart
 from bench.harness import save_result, serve_empty_asgi, serve_gateway, throwaway_stack, wrk_missing
 from bench.wrk import run_wrk
-from core.constants import GROUP, STREAM
+from core.constants import GROUP, stream_key
+from core.settings import Settings
 from devstack.processes import stop_process
 from flusher.reconcile import reconcile, render
 
@@ -101,14 +102,25 @@ def k6_run(script: str, base: str, env: dict[str, str]) -> dict[str, Any]:
     }
 
 
+SHARDS = Settings.for_command("bench").stream_shards
+"""MONOKERA_STREAM_SHARDS as the gateway and the flusher of the run will see it."""
+
+
 def backlog(redis: Redis) -> int:
-    """Entries not yet acknowledged: pending plus undelivered."""
-    info: Any = redis.xinfo_groups(STREAM)
-    group = next(g for g in info if g["name"] in (GROUP, GROUP.encode()))
-    last = group["last-delivered-id"]
-    last = last.decode() if isinstance(last, bytes) else last
-    undelivered = len(redis.xrange(STREAM, min=f"({last}", count=10_000_000))
-    return int(group["pending"]) + undelivered
+    """Entries not yet acknowledged in any shard: pending plus undelivered."""
+    total = 0
+    for stream in map(stream_key, range(SHARDS)):
+        info: Any = redis.xinfo_groups(stream)
+        group = next(g for g in info if g["name"] in (GROUP, GROUP.encode()))
+        last = group["last-delivered-id"]
+        last = last.decode() if isinstance(last, bytes) else last
+        undelivered = len(redis.xrange(stream, min=f"({last}", count=10_000_000))
+        total += int(group["pending"]) + undelivered
+    return total
+
+
+def stream_length(redis: Redis) -> int:
+    return sum(int(redis.xlen(stream_key(shard))) for shard in range(SHARDS))
 
 
 def wait_drained(redis: Redis, timeout: float = 600) -> float:
@@ -124,7 +136,7 @@ async def check(dsn: str, redis_url: str) -> tuple[int, bool, str]:
     conn = await asyncpg.connect(dsn)
     client = AsyncRedis.from_url(redis_url)
     try:
-        report = await reconcile(client, conn)
+        report = await reconcile(client, conn, SHARDS)
         rows = await conn.fetchval("SELECT count(*) FROM transactions")
     finally:
         await conn.close()
@@ -193,7 +205,7 @@ def main() -> int:
             async def sample() -> None:
                 nonlocal peak_len
                 while sampling:
-                    peak_len = max(peak_len, int(redis.xlen(STREAM)))
+                    peak_len = max(peak_len, stream_length(redis))
                     await asyncio.sleep(0.5)
 
             async def sustained() -> dict[str, Any]:
