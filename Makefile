@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install run test lint format clean reconcile trace stream bench bench-quick bench-soak bench-ack-modes bench-reads bench-cluster bench-cluster
+.PHONY: install run test lint format clean reconcile trace stream bench bench-quick bench-soak bench-ack-modes bench-reads bench-cluster
 
 # `make run` needs the service and the embedded servers; tests, lint and benchmarks need
 # the development tools too. One virtualenv, two stamps.
