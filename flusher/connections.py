@@ -50,14 +50,18 @@ async def open_flusher(settings: Settings, shard: int = 0) -> tuple[Flusher, Clo
 async def open_flushers(
     settings: Settings, shards: list[int] | None = None
 ) -> tuple[list[Flusher], Close]:
-    """A flusher per shard, sharing one Redis client; each has its own PostgreSQL
-    connection, so a slow shard never holds up the others' reads (writes take turns under
-    the global write lock anyway)."""
-    redis = redis_client(settings)
+    """A flusher per shard, each with a Redis client and a PostgreSQL connection of its own:
+    a slow shard never holds up the others' reads (writes take turns under the global
+    write lock anyway), and no client is used by two tasks at once (redis-py's asyncio
+    cluster client can fail with an AttributeError when concurrent tasks make it
+    initialise or reconnect at the same time; seen in the failover test)."""
+    clients: list[Redis] = []
     stores: list[PurchaseStore] = []
     flushers: list[Flusher] = []
     for shard in range(settings.stream_shards) if shards is None else shards:
+        redis = redis_client(settings)
         store = purchase_store(settings)
+        clients.append(redis)
         stores.append(store)
         reader = GroupReader(redis, settings.consumer_name, shard=shard)
         flushers.append(Flusher(settings, reader, store))
@@ -65,6 +69,7 @@ async def open_flushers(
     async def close() -> None:
         for store in stores:
             await store.close()
-        await redis.aclose()
+        for redis in clients:
+            await redis.aclose()
 
     return flushers, close

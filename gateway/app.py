@@ -6,6 +6,7 @@ import logging
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from core import logs
@@ -138,6 +139,11 @@ class App:
             for cluster_nodes in (self._appends, self._cache_nodes):
                 if isinstance(cluster_nodes, ClusterNodes):
                     await cluster_nodes.start()
+            for client in (self._control, self._reads_redis):
+                if isinstance(client, RedisCluster):
+                    # Once, before concurrent requests share it: redis-py's asyncio cluster
+                    # client can fail when several tasks trigger its first initialisation.
+                    await client.initialize()
             await redis_client.ensure_groups(self._control, settings.stream_shards)
             await self._appender.load_script()
             await self._backlog.check()
