@@ -19,6 +19,7 @@ from redis.asyncio.cluster import RedisCluster as ClusterClient
 from core.constants import stream_key
 from core.settings import Settings
 from devstack.redis_cluster import RedisCluster, command
+from flusher.trace import trace_transaction
 from tests.conftest import env_for
 from tests.helpers import FlusherProcess, Gateway, HttpClient, purchase
 from tests.reconcile import assert_exactly_once, assert_reconciles, wait_for_rows
@@ -79,6 +80,8 @@ async def test_purchases_spread_over_every_master_and_persist_exactly_once(
 
         view = (await client.get(f"/transactions/{ids[0]}")).json()
         assert view["status"] == "PERSISTED"
+        traced = await trace_transaction(cluster_redis, pg, ids[1], SHARDS)  # make trace
+        assert traced.stage == "PERSISTED" and traced.stream_entry_id is not None
         history = (await client.get("/accounts/23132131/transactions?limit=5")).json()
         assert len(history["entries"]) == 5  # cached through the cluster too
         again = (await client.get("/accounts/23132131/transactions?limit=5")).json()
