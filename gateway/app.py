@@ -244,7 +244,8 @@ class App:
             "monokera_purchase_ack_seconds", "Time from request to Redis-confirmed append."
         )
         lines += m.append_batch.render(
-            "monokera_append_batch_size", "Purchases per coalesced Redis round trip."
+            "monokera_append_batch_size",
+            "Purchases per append script call (one per shard per round trip).",
         )
         lines += counter("monokera_stream_appends_total", "Purchases appended.", stats.appends)
         lines += counter(
