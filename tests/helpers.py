@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,19 @@ class Gateway(Process):
 class FlusherProcess(Process):
     def __init__(self, env: Mapping[str, str], log: Path) -> None:
         super().__init__([sys.executable, "-m", "flusher"], env, log)
+
+
+@contextlib.asynccontextmanager
+async def serving(gateway: Gateway, *flushers: FlusherProcess) -> AsyncIterator[HttpClient]:
+    """A client of ``gateway``; on the way out it, the flushers and the gateway stop."""
+    client = HttpClient(gateway.url)
+    try:
+        yield client
+    finally:
+        await client.close()
+        for flusher in flushers:
+            flusher.stop()
+        gateway.stop()
 
 
 @dataclass(frozen=True)

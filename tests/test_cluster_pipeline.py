@@ -21,7 +21,7 @@ from core.settings import Settings
 from devstack.redis_cluster import RedisCluster, command
 from flusher.trace import trace_transaction
 from tests.conftest import env_for
-from tests.helpers import FlusherProcess, Gateway, HttpClient, purchase
+from tests.helpers import FlusherProcess, Gateway, HttpClient, purchase, serving
 from tests.reconcile import assert_exactly_once, assert_reconciles, wait_for_rows
 
 SHARDS = 6
@@ -64,8 +64,7 @@ async def test_purchases_spread_over_every_master_and_persist_exactly_once(
     tmp_path: Path,
 ) -> None:
     gateway, flushers = start_pipeline(cluster_settings, tmp_path)
-    client = HttpClient(gateway.url)
-    try:
+    async with serving(gateway, *flushers) as client:
         ids = [f"cluster-{i}" for i in range(900)]
         replies = await asyncio.gather(*(client.post("/purchase", json=purchase(t)) for t in ids))
         assert [r.status_code for r in replies] == [200] * len(ids)
@@ -87,11 +86,6 @@ async def test_purchases_spread_over_every_master_and_persist_exactly_once(
         again = (await client.get("/accounts/23132131/transactions?limit=5")).json()
         assert again == history
         assert (await client.get("/accounts/23132131")).json()["credit_count"] == len(ids)
-    finally:
-        await client.close()
-        for flusher in flushers:
-            flusher.stop()
-        gateway.stop()
 
 
 async def settle_and_count_lost(

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from core.constants import GROUP, shard_of, stream_key
 from core.settings import Settings
 from tests.conftest import env_for
-from tests.helpers import FlusherProcess, Gateway, HttpClient, purchase
+from tests.helpers import FlusherProcess, Gateway, purchase, serving
 from tests.reconcile import assert_exactly_once, assert_reconciles, wait_for_rows
 
 SHARDS = 4
@@ -42,8 +42,7 @@ async def test_sharded_purchases_reach_postgres_exactly_once_while_a_flusher_is_
         )
         for i in range(2)
     ]
-    client = HttpClient(gateway.url)
-    try:
+    async with serving(gateway, *flushers) as client:
         first = [f"sharded-a-{i}" for i in range(600)]
         replies = await asyncio.gather(*(client.post("/purchase", json=purchase(t)) for t in first))
         assert [r.status_code for r in replies] == [200] * len(first)
@@ -75,11 +74,6 @@ async def test_sharded_purchases_reach_postgres_exactly_once_while_a_flusher_is_
             assert view["status"] == "PERSISTED" and view["transaction_id"] == tx
         summary = (await client.get("/accounts/23131342342342321")).json()
         assert summary["debit_count"] == len(first) + len(second)
-    finally:
-        await client.close()
-        for flusher in flushers:
-            flusher.stop()
-        gateway.stop()
 
 
 async def test_accepted_purchase_is_traceable_in_its_shard_before_any_flush(
@@ -87,14 +81,10 @@ async def test_accepted_purchase_is_traceable_in_its_shard_before_any_flush(
 ) -> None:
     sharded = msgspec.structs.replace(settings, stream_shards=SHARDS)
     gateway = Gateway(env_for(sharded), tmp_path / "gateway.log")
-    client = HttpClient(gateway.url)
-    try:
+    async with serving(gateway) as client:
         ids = [f"unflushed-{i}" for i in range(8)]
         assert len({shard_of(t, SHARDS) for t in ids}) > 1
         for tx in ids:
             assert (await client.post("/purchase", json=purchase(tx))).status_code == 200
             view = (await client.get(f"/transactions/{tx}")).json()
             assert view["status"] == "ACCEPTED", view
-    finally:
-        await client.close()
-        gateway.stop()
