@@ -62,6 +62,15 @@ class _Protocol(asyncio.Protocol):
         self.closed = True
         self._fail_all(RedisConnectionError(f"connection to Redis lost: {exc!r}"))
 
+    def send(self, commands: Sequence[tuple[Arg, ...]]) -> list[asyncio.Future[Reply]]:
+        """Write the commands; a future per reply, resolved in order as replies arrive."""
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in commands]
+        self.waiters.extend(futures)
+        self.transport.writelines([_pack(cmd) for cmd in commands])
+        return futures
+
     def abort(self, exc: Exception) -> None:
         self.closed = True
         if self.transport is not None:
@@ -110,13 +119,11 @@ class RedisPipe:
         protocol = self._protocol
         if protocol is None or protocol.closed:
             protocol = await self._connect()
-        assert protocol.transport is not None
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in commands]
-        protocol.waiters.extend(futures)
-        protocol.transport.writelines([_pack(cmd) for cmd in commands])
+        futures = protocol.send(commands)
         last = futures[-1]
-        timer = loop.call_later(self._timeout_s, _expire, protocol, last, self._timeout_s)
+        timer = asyncio.get_running_loop().call_later(
+            self._timeout_s, _expire, protocol, last, self._timeout_s
+        )
         try:
             await last  # replies come in order: when the last is in, all are
         except Exception:
@@ -169,12 +176,8 @@ class RedisPipe:
         if int(options.get("db", 0) or 0):
             handshake.append(("SELECT", int(options["db"])))
         if handshake:
-            futures = [loop.create_future() for _ in handshake]
-            protocol.waiters.extend(futures)
-            assert protocol.transport is not None
-            protocol.transport.writelines([_pack(cmd) for cmd in handshake])
             try:
-                for future in futures:
+                for future in protocol.send(handshake):
                     await future
             except BaseException:
                 transport.close()

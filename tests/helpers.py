@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,16 @@ class Gateway(Process):
 class FlusherProcess(Process):
     def __init__(self, env: Mapping[str, str], log: Path) -> None:
         super().__init__([sys.executable, "-m", "flusher"], env, log)
+
+
+def flusher_processes(
+    env: Callable[[str], Mapping[str, str]], folder: Path, prefix: str, count: int = 2
+) -> list[FlusherProcess]:
+    """``count`` flusher processes named ``<prefix>-0``, ``<prefix>-1``, ...; ``env(name)``
+    gives each its environment (the consumer name goes in there)."""
+    return [
+        FlusherProcess(env(f"{prefix}-{i}"), folder / f"{prefix}-{i}.log") for i in range(count)
+    ]
 
 
 @contextlib.asynccontextmanager

@@ -21,7 +21,7 @@ from core.settings import Settings
 from devstack.redis_cluster import RedisCluster, command
 from flusher.trace import trace_transaction
 from tests.conftest import env_for
-from tests.helpers import FlusherProcess, Gateway, HttpClient, purchase, serving
+from tests.helpers import FlusherProcess, Gateway, HttpClient, flusher_processes, purchase, serving
 from tests.reconcile import assert_exactly_once, assert_reconciles, wait_for_rows
 
 SHARDS = 6
@@ -46,13 +46,11 @@ async def cluster_redis(cluster_settings: Settings) -> AsyncIterator[Redis]:
 
 def start_pipeline(settings: Settings, tmp_path: Path) -> tuple[Gateway, list[FlusherProcess]]:
     gateway = Gateway(env_for(settings), tmp_path / "gateway.log", workers=2)
-    flushers = [
-        FlusherProcess(
-            env_for(msgspec.structs.replace(settings, consumer=f"cluster-flusher-{i}")),
-            tmp_path / f"flusher-{i}.log",
-        )
-        for i in range(2)
-    ]
+    flushers = flusher_processes(
+        lambda name: env_for(msgspec.structs.replace(settings, consumer=name)),
+        tmp_path,
+        "cluster-flusher",
+    )
     return gateway, flushers
 
 

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from core.constants import GROUP, shard_of, stream_key
 from core.settings import Settings
 from tests.conftest import env_for
-from tests.helpers import FlusherProcess, Gateway, purchase, serving
+from tests.helpers import Gateway, flusher_processes, purchase, serving
 from tests.reconcile import assert_exactly_once, assert_reconciles, wait_for_rows
 
 SHARDS = 4
@@ -35,13 +35,11 @@ async def test_sharded_purchases_reach_postgres_exactly_once_while_a_flusher_is_
 ) -> None:
     sharded = msgspec.structs.replace(settings, stream_shards=SHARDS)
     gateway = Gateway(env_for(sharded), tmp_path / "gateway.log", workers=2)
-    flushers = [
-        FlusherProcess(
-            env_for(msgspec.structs.replace(sharded, consumer=f"shard-flusher-{i}")),
-            tmp_path / f"flusher-{i}.log",
-        )
-        for i in range(2)
-    ]
+    flushers = flusher_processes(
+        lambda name: env_for(msgspec.structs.replace(sharded, consumer=name)),
+        tmp_path,
+        "shard-flusher",
+    )
     async with serving(gateway, *flushers) as client:
         first = [f"sharded-a-{i}" for i in range(600)]
         replies = await asyncio.gather(*(client.post("/purchase", json=purchase(t)) for t in first))
