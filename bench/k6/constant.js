@@ -1,10 +1,10 @@
 // Constant arrival rate of purchases: RATE per second for DURATION, unique transaction ids.
-//   k6 run -e BASE=http://127.0.0.1:8000 -e RATE=5000 -e DURATION=60s constant.js
+//   k6 run -e RATE=5000 -e DURATION=60s bench/k6/constant.js        (BASE defaults to http://127.0.0.1:8000)
 import http from "k6/http";
 import exec from "k6/execution";
+import { BASE, JSON_HEADERS, purchase } from "./lib.js";
 
 const RUN = `${Date.now()}`;
-const HEADERS = { headers: { "Content-Type": "application/json" } };
 
 export const options = {
   discardResponseBodies: true,
@@ -24,15 +24,7 @@ export const options = {
   },
 };
 
-export function purchase(id) {
-  return JSON.stringify({
-    transaction_id: id,
-    customer_info: { customer_name: "User 1", customer_account: "23131342342342321", ammount: 20000 },
-    seller_info: { seller_name: "User 2", seller_account: "23132131" },
-  });
-}
-
 export default function () {
   const id = `k6-${RUN}-${exec.scenario.iterationInTest}`;
-  http.post(`${__ENV.BASE}/purchase`, purchase(id), HEADERS);
+  http.post(`${BASE}/purchase`, purchase(id), JSON_HEADERS);
 }

@@ -1,9 +1,9 @@
 // Ramping arrival rate: from 1,000/s up to MAX/s in STEPS steps of STEP_S seconds each.
 // The highest rate sustained without errors is read from the per-second results.
-//   k6 run -e BASE=... -e MAX=30000 ramping.js
+//   k6 run -e MAX=30000 bench/k6/ramping.js        (BASE defaults to http://127.0.0.1:8000)
 import http from "k6/http";
 import exec from "k6/execution";
-import { purchase } from "./constant.js";
+import { BASE, purchase } from "./lib.js";
 
 const RUN = `${Date.now()}`;
 const MAX = Number(__ENV.MAX || 30000);
@@ -29,7 +29,7 @@ export const options = {
 
 export default function () {
   const id = `ramp-${RUN}-${exec.scenario.iterationInTest}`;
-  http.post(`${__ENV.BASE}/purchase`, purchase(id), {
+  http.post(`${BASE}/purchase`, purchase(id), {
     headers: { "Content-Type": "application/json" },
     tags: { rate_step: `${Math.floor(exec.scenario.progress * STEPS)}` },
   });
