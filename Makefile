@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install run test lint format clean reconcile trace stream bench bench-quick bench-soak bench-ack-modes bench-reads bench-cluster
+.PHONY: install run test lint format clean reconcile trace stream bench bench-quick bench-soak bench-ack-modes bench-reads bench-cluster bench-console
 
 # `make run` needs the service and the embedded servers; tests, lint and benchmarks need
 # the development tools too. One virtualenv, two stamps.
@@ -67,6 +67,9 @@ bench-reads: install
 
 bench-cluster: install
 	$(BIN)/python -m bench.cluster
+
+bench-console: install
+	$(BIN)/python -m bench.console_cost
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -57,6 +57,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cache_ttl_s: Positive = 300
     cache_immutable_ttl_s: Positive = 3600
     pg_pool_size: Positive = 4
+    console: bool = True
+    """GET /console and /console/api/*: the read-only operations page. Off: 404."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # flusher

@@ -16,6 +16,7 @@ from gateway import openapi, redis_client
 from gateway.appender import StreamAppender
 from gateway.backlog import BacklogMonitor
 from gateway.cache import ReadCache
+from gateway.console.api import ConsoleApi
 from gateway.errors import (
     INTERNAL_ERROR,
     ClientDisconnected,
@@ -54,6 +55,7 @@ class App:
         self.metrics = Metrics()
         self._history: HistoryStore | None = None
         self._cache: ReadCache | None = None
+        self._console: ConsoleApi | None = None
 
     @property
     def _retry_after_s(self) -> int:
@@ -182,9 +184,23 @@ class App:
         router.add("/readyz", {"GET": self._readyz})
         router.add("/metrics", {"GET": self._metrics})
         router.add("/openapi.json", {"GET": self._openapi})
+        if settings.console:
+            self._console = ConsoleApi(
+                settings,
+                self.metrics,
+                self._appender.stats,
+                self._cache.stats,
+                self._backlog,
+                self._history,
+                self._reads_redis,
+            )
+            self._console.add_routes(router)
+            self._console.sampler.start()
         self._router = router
 
     async def shutdown(self) -> None:
+        if self._console is not None:
+            await self._console.sampler.stop()
         if self._backlog is not None:
             await self._backlog.stop()
         if self._appender is not None:

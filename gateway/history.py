@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import asyncpg
 
@@ -91,6 +91,16 @@ class HistoryStore:
             raise HistoryUnavailable(
                 f"history store unavailable: {type(exc).__name__}", self._retry_after_s
             ) from exc
+
+    async def with_connection(self, use: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """One pooled connection for a few queries in a row (the console's trace), its
+        failures mapped like any read's."""
+
+        async def run(pool: asyncpg.Pool) -> T:
+            async with pool.acquire() as conn:
+                return await use(cast(asyncpg.Connection, conn))  # a proxy of one
+
+        return await self._run(run)
 
     async def transaction(self, transaction_id: str) -> TransactionView | None:
         row = await self._run(lambda pool: pool.fetchrow(TRANSACTION, transaction_id))

@@ -11,6 +11,7 @@ from typing import Any, Final
 import msgspec
 
 from core.events import PurchaseRequest, PurchaseResponse
+from gateway.console import openapi as console_openapi
 from gateway.errors import ErrorBody
 from gateway.views import AccountSummary, HistoryPage, TransactionView
 
@@ -77,6 +78,8 @@ def build() -> dict[str, Any]:
         "content": json_error,
         "headers": retry_after,
     }
+    console_paths, console_components = console_openapi.paths(json_error)
+    components.update(console_components)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -226,6 +229,7 @@ def build() -> dict[str, Any]:
                     },
                 }
             },
+            **console_paths,
         },
         "components": {"schemas": components},
     }

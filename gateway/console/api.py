@@ -1,0 +1,227 @@
+"""The console's JSON: GET /console/api/overview and GET /console/api/trace?tx=.
+
+Only GETs, and nothing here writes: the overview reads the counters /metrics reads, the
+backlog per shard and a few facts about Redis and PostgreSQL; the trace is the one
+``make trace`` prints (``flusher.trace.trace_transaction``). No URL or password is shown.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+import asyncpg
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from core.backlog import measure
+from core.constants import stream_key
+from core.events import is_valid_transaction_id
+from core.flusher_stats import read_published_stats
+from core.settings import Settings
+from flusher.trace import trace_transaction
+from gateway.appender import AppendStats
+from gateway.backlog import BacklogMonitor
+from gateway.cache import CacheStats
+from gateway.console.assets import assets
+from gateway.console.sampler import CURRENT_WINDOW_S, Rates, Sampler, rates
+from gateway.console.views import (
+    Durability,
+    FlusherFigures,
+    Overview,
+    Point,
+    ShardBacklog,
+)
+from gateway.errors import ErrorDetail, HistoryUnavailable, NotFound, StoreUnavailable
+from gateway.history import HistoryStore
+from gateway.metrics import LATENCY_BUCKETS_S, Metrics
+from gateway.reads import InvalidQuery
+from gateway.responses import Response, json_response
+from gateway.routing import Router
+from gateway.types import Receive, Scope
+
+# An exact count up to a million purchases; past that the planner's estimate, so an open
+# console never makes PostgreSQL count a large table every few seconds.
+STORED: Final = """
+SELECT CASE WHEN c.reltuples < 1e6 THEN (SELECT count(*) FROM transactions)
+            ELSE c.reltuples::bigint END AS stored,
+       c.reltuples >= 1e6 AS estimated
+FROM pg_class c WHERE c.oid = 'transactions'::regclass
+"""
+SLOW_FACTS_TTL_S: Final = 5.0
+_NO_STORE: Final = (b"cache-control", b"no-store")
+_encoder: Final = msgspec.json.Encoder()
+_ZERO: Final = Rates(0.0, None, None, 0.0, 0.0)
+
+
+class ConsoleApi:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        appends: AppendStats,
+        cache: CacheStats,
+        backlog: BacklogMonitor,
+        history: HistoryStore,
+        redis: Redis,
+    ) -> None:
+        self._settings = settings
+        self._appends = appends
+        self._cache = cache
+        self._backlog = backlog
+        self._history = history
+        self._redis = redis
+        self.sampler = Sampler(metrics, lambda: appends, redis)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self._stored: tuple[int | None, bool] = (None, False)
+        self._durability: Durability | None = None
+        self._slow_read_at = 0.0
+
+    def add_routes(self, router: Router) -> None:
+        """Only GETs: nothing on the console can change data."""
+        for path, asset in assets().items():
+            router.add(path, {"GET": asset})
+        router.add("/console/api/overview", {"GET": self.overview})
+        router.add("/console/api/trace", {"GET": self.trace})
+
+    async def overview(self, scope: Scope, receive: Receive) -> Response:
+        sampler = self.sampler
+        newest = sampler.take() if not sampler.readings else sampler.readings[-1]
+        readings = list(sampler.readings)
+        window = readings[-1 - CURRENT_WINDOW_S :]
+        current = rates(window[0], newest, LATENCY_BUCKETS_S) if len(window) > 1 else _ZERO
+        history = []
+        for older, newer in itertools.pairwise(readings):
+            r = rates(older, newer, LATENCY_BUCKETS_S)
+            history.append(Point(newer.at, r.ack_per_s, r.p50_ms, r.p99_ms))
+        redis_state, shards = await self._shards()
+        await self._slow_facts()
+        hits, misses = self._cache.hits, self._cache.misses
+        body = Overview(
+            worker=self.worker,
+            at=time.time(),
+            acknowledged_total=self._appends.appends,
+            replays_total=self._appends.replays,
+            errors_total=sampler.errors(),
+            ack_per_s=current.ack_per_s,
+            ack_p50_ms=current.p50_ms,
+            ack_p99_ms=current.p99_ms,
+            flusher_batches_per_s=current.flusher_batches_per_s,
+            flusher_rows_per_s=current.flusher_rows_per_s,
+            stored_in_postgres=self._stored[0],
+            stored_is_estimate=self._stored[1],
+            cache_hits_total=hits,
+            cache_misses_total=misses,
+            cache_hit_ratio=hits / (hits + misses) if hits + misses else None,
+            durability=self._durability or _durability(self._settings, None),
+            refusing=self._backlog.refusal,
+            redis=redis_state,
+            backlog=shards,
+            flushers=await self._flushers(),
+            history=history,
+        )
+        return json_response(200, _encoder.encode(body), _NO_STORE)
+
+    async def _shards(self) -> tuple[str, list[ShardBacklog]]:
+        found = []
+        try:
+            for shard in range(self._settings.stream_shards):
+                b = await measure(self._redis, stream_key(shard))
+                found.append(
+                    ShardBacklog(
+                        shard, b.stream_length, round(b.oldest_unflushed_age_s, 3), b.pending
+                    )
+                )
+        except (RedisError, OSError) as exc:
+            return type(exc).__name__, found
+        return "ok", found
+
+    async def _flushers(self) -> list[FlusherFigures]:
+        try:
+            published = await read_published_stats(self._redis)
+        except (RedisError, OSError):
+            return []
+        return [
+            FlusherFigures(
+                consumer,
+                float(v.get("batches_total", 0)),
+                float(v.get("rows_written_total", 0)),
+                float(v.get("duplicates_total", 0)),
+                float(v.get("dead_letters_total", 0)),
+            )
+            for consumer, v in sorted(published.items())
+        ]
+
+    async def _slow_facts(self) -> None:
+        """Stored purchases and Redis persistence: read at most every few seconds."""
+        now = time.monotonic()
+        if now - self._slow_read_at < SLOW_FACTS_TTL_S and self._durability is not None:
+            return
+        self._slow_read_at = now
+        try:
+            row = await self._history.with_connection(lambda conn: conn.fetchrow(STORED))
+            self._stored = (int(row["stored"]), bool(row["estimated"])) if row else (None, False)
+        except (HistoryUnavailable, asyncpg.PostgresError):
+            self._stored = (None, False)
+        config: dict[str, Any] | None
+        try:
+            raw: Any = await self._redis.config_get("append*")
+            config = dict(raw)
+        except (RedisError, OSError):
+            config = None  # managed Redis often forbids CONFIG
+        self._durability = _durability(self._settings, config)
+
+    async def trace(self, scope: Scope, receive: Receive) -> Response:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        tx = query.get("tx", [""])[0]
+        if not tx:
+            raise InvalidQuery(
+                "tx is required: the transaction_id to trace",
+                [ErrorDetail("tx", "missing")],
+            )
+        if not is_valid_transaction_id(tx):
+            raise NotFound("no such transaction: not a valid transaction_id")
+        shards = self._settings.stream_shards
+        try:
+            found = await self._history.with_connection(
+                lambda conn: trace_transaction(self._redis, conn, tx, shards)
+            )
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(
+                f"purchase store unavailable: {type(exc).__name__}", self._settings.retry_after_s
+            ) from exc
+        if found.stage == "UNKNOWN":
+            raise NotFound(f"no trace of transaction {tx!r}: not in Redis, not in PostgreSQL")
+        return json_response(200, _encoder.encode(found), _NO_STORE)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _durability(settings: Settings, config: dict[Any, Any] | None) -> Durability:
+    """The README's durability modes, named from what Redis and the settings say."""
+    values = {_text(k): _text(v) for k, v in (config or {}).items()}
+    appendonly, appendfsync = values.get("appendonly"), values.get("appendfsync")
+    replicas = settings.ack_replicas
+    if replicas:
+        mode = "replicas"
+        detail = (
+            f"a 200 once {replicas} replica(s) confirm (WAIT,"
+            f" {settings.ack_replicas_timeout_ms} ms, else 503)"
+        )
+    elif appendonly == "no":
+        mode, detail = "no-aof", "Redis has no AOF: a Redis crash loses acknowledged purchases"
+    elif appendfsync == "always":
+        mode, detail = "fsync", "a 200 once the AOF is fsynced"
+    elif appendfsync is not None:
+        mode = "default"
+        detail = f"a 200 once the AOF write is done; appendfsync {appendfsync}"
+    else:
+        mode, detail = "unknown", "Redis does not allow CONFIG GET; see its own settings"
+    return Durability(mode, detail, appendonly, appendfsync, replicas)
