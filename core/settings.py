@@ -53,6 +53,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_ttl_s: Positive = 900
     append_max_pending: Positive = 10_000
     backlog_max_age_s: PositiveFloat = 300.0
+    """Refuse on age only while no flusher has made progress for ``backlog_stall_s``."""
+    backlog_stall_s: PositiveFloat = 30.0
     backlog_max_length: Positive = 5_000_000
     backlog_check_interval_s: PositiveFloat = 0.25
     ack_replicas: Annotated[int, Meta(ge=0)] = 0

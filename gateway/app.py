@@ -135,6 +135,7 @@ class App:
             shards=settings.stream_shards,
             max_age_s=settings.backlog_max_age_s,
             max_length=settings.backlog_max_length,
+            stall_s=settings.backlog_stall_s,
             interval_s=settings.backlog_check_interval_s,
         )
         try:
