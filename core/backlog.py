@@ -1,4 +1,4 @@
-"""How far behind the flusher is: measured from the stream and its consumer group."""
+"""How far behind the flusher is, and where it is: measured from the stream and its group."""
 
 from __future__ import annotations
 
@@ -17,17 +17,24 @@ class Backlog:
     oldest_unflushed_age_s: float
     stream_length: int
     pending: int
+    frontier: tuple[str, ...] = ()
+    """Per shard, the oldest unacknowledged entry id and the group's last-delivered id: a
+    change between two measurements means a flusher acknowledged or read something."""
+
+
+def _text(entry_id: bytes | str | None) -> str:
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
 def _id_ms(entry_id: bytes | str | None) -> int:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-    return int(text.split("-", 1)[0])
+    return int(_text(entry_id).split("-", 1)[0])
 
 
 async def measure(redis: Redis, stream: str = STREAM, group: str = GROUP) -> Backlog:
     """Age of the oldest unacknowledged entry (pending or not yet delivered), and length."""
     length = int(await redis.xlen(stream))
     oldest_ms: int | None = None
+    oldest_id = last = ""
     pending = 0
     try:
         groups: Any = await redis.xinfo_groups(stream)
@@ -37,19 +44,21 @@ async def measure(redis: Redis, stream: str = STREAM, group: str = GROUP) -> Bac
     if info is None:
         first = await redis.xrange(stream, count=1)
         oldest_ms = _id_ms(first[0][0]) if first else None
+        oldest_id = _text(first[0][0]) if first else ""
     else:
         summary: Any = await redis.xpending(stream, group)
         pending = int(summary["pending"])
         if pending:
             oldest_ms = _id_ms(summary["min"])
-        last = info["last-delivered-id"]
-        last = last.decode() if isinstance(last, bytes) else last
+            oldest_id = _text(summary["min"])
+        last = _text(info["last-delivered-id"])
         undelivered = await redis.xrange(stream, min=f"({last}", count=1)
         if undelivered:
             first_ms = _id_ms(undelivered[0][0])
-            oldest_ms = first_ms if oldest_ms is None else min(oldest_ms, first_ms)
+            if oldest_ms is None or first_ms < oldest_ms:
+                oldest_ms, oldest_id = first_ms, _text(undelivered[0][0])
     age = 0.0 if oldest_ms is None else max(0.0, time.time() - oldest_ms / 1000)
-    return Backlog(age, length, pending)
+    return Backlog(age, length, pending, (oldest_id, last))
 
 
 async def measure_all(redis: Redis, shards: int, group: str = GROUP) -> Backlog:
@@ -59,4 +68,5 @@ async def measure_all(redis: Redis, shards: int, group: str = GROUP) -> Backlog:
         max(p.oldest_unflushed_age_s for p in parts),
         sum(p.stream_length for p in parts),
         sum(p.pending for p in parts),
+        tuple(position for p in parts for position in p.frontier),
     )

@@ -40,6 +40,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: Port = 8000
     workers: Positive = 1
+    connections_per_worker: Positive = 1024
+    """Granian's backpressure: connections a worker holds at once; more wait in the listen backlog."""
+    header_timeout_s: Annotated[float, Meta(ge=0.001, le=60)] = 10.0
+    """A connection silent, idle between requests or inside its headers this long is closed."""
+    body_timeout_s: PositiveFloat = 10.0
+    """A request body must be complete this long after its headers: else 408, connection closed."""
     max_body_bytes: Positive = 64 * 1024
     redis_timeout_s: PositiveFloat = 2.0
     append_max_inflight: Positive = 4
@@ -47,6 +53,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_ttl_s: Positive = 900
     append_max_pending: Positive = 10_000
     backlog_max_age_s: PositiveFloat = 300.0
+    """Refuse on age only while no flusher has made progress for ``backlog_stall_s``."""
+    backlog_stall_s: PositiveFloat = 30.0
     backlog_max_length: Positive = 5_000_000
     backlog_check_interval_s: PositiveFloat = 0.25
     ack_replicas: Annotated[int, Meta(ge=0)] = 0

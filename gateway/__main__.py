@@ -1,11 +1,20 @@
-"""`python -m gateway`: serve the ASGI app on Granian with uvloop, configured by Settings."""
+"""`python -m gateway`: serve the ASGI app on Granian with uvloop, configured by Settings.
+
+Slow-client limits: HTTP/1 only, because in Granian's auto mode a connection that sends
+nothing waits for its protocol sniff with no timeout and holds a connection slot forever;
+in HTTP/1 mode hyper's header-read timeout runs from the moment a connection (or a
+keep-alive connection between requests) waits for headers, so silent, idle and
+mid-header connections are all closed after ``header_timeout_s``. The body deadline is
+the app's (``gateway.deadlines``).
+"""
 
 from __future__ import annotations
 
 import sys
 
 from granian import Granian
-from granian.constants import Interfaces, Loops
+from granian.constants import HTTPModes, Interfaces, Loops
+from granian.http import HTTP1Settings
 from granian.log import LogLevels
 
 from core import logs
@@ -22,6 +31,9 @@ def main() -> int:
         loop=Loops.uvloop,
         workers=settings.workers,
         websockets=False,
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(header_read_timeout=round(settings.header_timeout_s * 1000)),
+        backpressure=settings.connections_per_worker,
         log_level=LogLevels(settings.log_level.lower()),
         log_access=settings.access_log,
         log_dictconfig=logs.granian_dictconfig(settings.log_level),

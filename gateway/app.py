@@ -17,6 +17,7 @@ from gateway.appender import StreamAppender
 from gateway.backlog import BacklogMonitor
 from gateway.cache import ReadCache
 from gateway.console.api import ConsoleApi
+from gateway.deadlines import BodyDeadlines
 from gateway.errors import (
     INTERNAL_ERROR,
     ClientDisconnected,
@@ -51,6 +52,7 @@ class App:
         self._reads_redis: Redis | None = None
         self._appender: StreamAppender | None = None
         self._backlog: BacklogMonitor | None = None
+        self._deadlines: BodyDeadlines | None = None
         self._router = Router()
         self.metrics = Metrics()
         self._history: HistoryStore | None = None
@@ -135,6 +137,7 @@ class App:
             shards=settings.stream_shards,
             max_age_s=settings.backlog_max_age_s,
             max_length=settings.backlog_max_length,
+            stall_s=settings.backlog_stall_s,
             interval_s=settings.backlog_check_interval_s,
         )
         try:
@@ -153,10 +156,13 @@ class App:
             # Start anyway: purchases get a 503 and /readyz says why until Redis is back.
             log.warning("Redis not reachable at start (%r); serving 503s until it is", exc)
         self._backlog.start()
+        self._deadlines = BodyDeadlines(settings.body_timeout_s)
+        self._deadlines.start()
         purchase = PurchaseHandler(
             self._appender,
             self._backlog,
             RequestIds(),
+            self._deadlines,
             max_body_bytes=settings.max_body_bytes,
             retry_after_s=settings.retry_after_s,
             ack_latency=self.metrics.ack_latency,
@@ -203,6 +209,8 @@ class App:
             await self._console.sampler.stop()
         if self._backlog is not None:
             await self._backlog.stop()
+        if self._deadlines is not None:
+            await self._deadlines.stop()
         if self._appender is not None:
             await self._appender.close()
         if self._history is not None:

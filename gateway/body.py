@@ -1,9 +1,12 @@
-"""Reading a request body under a size limit, without buffering more than the limit."""
+"""Reading a request body under a size limit and a deadline, without buffering more than the limit."""
 
 from __future__ import annotations
 
-from gateway.errors import ClientDisconnected, MalformedJSON, PayloadTooLarge
-from gateway.types import Receive
+import asyncio
+
+from gateway.deadlines import BodyDeadlines
+from gateway.errors import ClientDisconnected, MalformedJSON, PayloadTooLarge, RequestTimeout
+from gateway.types import Message, Receive
 
 
 def declared_length(raw: bytes | None) -> int | None:
@@ -18,27 +21,44 @@ def declared_length(raw: bytes | None) -> int | None:
     return value
 
 
-async def read_body(receive: Receive, limit: int, content_length: int | None) -> bytes:
-    """The whole body; 413 as soon as the declared or received size passes ``limit``."""
+async def read_body(
+    receive: Receive, limit: int, content_length: int | None, deadlines: BodyDeadlines
+) -> bytes:
+    """The whole body; 413 as soon as the declared or received size passes ``limit``, 408
+    if it is not complete within the deadline."""
     if content_length is not None and content_length > limit:
         raise PayloadTooLarge(f"request body is {content_length} bytes; the limit is {limit}")
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientDisconnected
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False) and len(body) <= limit:
-        return body  # the common case: one message, no copying
-    chunks = [body]
-    size = len(body)
-    while message.get("more_body", False):
-        if size > limit:
-            break
-        message = await receive()
+    reading = deadlines.begin()
+    try:
+        reading.pending = receive()
+        message: Message = await reading.pending
         if message["type"] == "http.disconnect":
             raise ClientDisconnected
-        chunk = message.get("body", b"")
-        chunks.append(chunk)
-        size += len(chunk)
-    if size > limit:
-        raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-    return b"".join(chunks)
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False) and len(body) <= limit:
+            return body  # the common case: one message, no copying
+        chunks = [body]
+        size = len(body)
+        while message.get("more_body", False):
+            if size > limit:
+                break
+            if reading.expired:  # expired while this task waited to resume with data
+                raise asyncio.CancelledError
+            reading.pending = receive()
+            message = await reading.pending
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        return b"".join(chunks)
+    except asyncio.CancelledError:
+        if not reading.expired:
+            raise
+        raise RequestTimeout(
+            f"the request body did not arrive within {deadlines.timeout_s:g}s"
+        ) from None
+    finally:
+        deadlines.end(reading)

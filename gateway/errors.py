@@ -4,6 +4,7 @@ HTTPError
 ├── MalformedJSON          400
 ├── NotFound               404
 ├── MethodNotAllowed       405  (Allow)
+├── RequestTimeout         408  body not complete within its deadline (Connection: close)
 ├── IdempotencyConflict    409  same transaction_id, different purchase
 ├── PayloadTooLarge        413
 ├── UnsupportedMediaType   415
@@ -72,6 +73,15 @@ class MethodNotAllowed(HTTPError):
             f"method {method} is not allowed here; use {', '.join(allowed)}",
             headers=[(b"allow", ", ".join(allowed).encode())],
         )
+
+
+class RequestTimeout(HTTPError):
+    status = 408
+    code = "request_timeout"
+
+    def __init__(self, message: str) -> None:
+        # Close: the rest of a late body may still arrive, and the slot is what we free.
+        super().__init__(message, headers=[(b"connection", b"close")])
 
 
 class IdempotencyConflict(HTTPError):

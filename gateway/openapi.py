@@ -27,6 +27,7 @@ SEED_EXAMPLE: Final = {
 
 _ERRORS: Final = {
     "400": "Malformed JSON or invalid UTF-8",
+    "408": "Body not complete within its deadline; the connection is closed, nothing was acknowledged",
     "409": "transaction_id already used for a different purchase",
     "413": "Body over the size limit",
     "415": "Content-Type is not JSON",
@@ -133,7 +134,7 @@ def build() -> dict[str, Any]:
                         },
                         **{
                             status: purchase_responses[status]
-                            for status in ("400", "413", "415", "422", "503")
+                            for status in ("400", "408", "413", "415", "422", "503")
                         },
                     },
                 }

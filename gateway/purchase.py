@@ -20,6 +20,7 @@ from core.events import (
 from gateway.appender import Appended, StreamAppender
 from gateway.backlog import BacklogMonitor
 from gateway.body import declared_length, read_body
+from gateway.deadlines import BodyDeadlines
 from gateway.errors import (
     ErrorBody,
     ErrorDetail,
@@ -49,6 +50,7 @@ class PurchaseHandler:
         appender: StreamAppender,
         backlog: BacklogMonitor,
         request_ids: RequestIds,
+        deadlines: BodyDeadlines,
         *,
         max_body_bytes: int,
         retry_after_s: int,
@@ -60,6 +62,7 @@ class PurchaseHandler:
         self._appender = appender
         self._backlog = backlog
         self._request_ids = request_ids
+        self._deadlines = deadlines
         self._limit = max_body_bytes
         self._retry_after_s = retry_after_s
         self._ack_latency = ack_latency
@@ -70,7 +73,9 @@ class PurchaseHandler:
     async def __call__(self, scope: Scope, receive: Receive) -> Response:
         started = time.perf_counter()
         content_length, client_request_id = self._admit(scope)
-        body = await read_body(receive, self._limit, declared_length(content_length))
+        body = await read_body(
+            receive, self._limit, declared_length(content_length), self._deadlines
+        )
         request = decode_purchase(body)
         request_id = self._request_ids.accept_or_make(client_request_id)
         appended, fingerprint = await self._append(request, request_id)
@@ -91,7 +96,9 @@ class PurchaseHandler:
         (or replayed) purchase, the usual error body for each rejected one."""
         started = time.perf_counter()
         content_length, client_request_id = self._admit(scope)
-        body = await read_body(receive, self._batch_limit, declared_length(content_length))
+        body = await read_body(
+            receive, self._batch_limit, declared_length(content_length), self._deadlines
+        )
         items = decode_batch(body, self._max_batch_items)
         request_id = self._request_ids.accept_or_make(client_request_id)
         results: list[object] = [None] * len(items)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,7 +22,11 @@ from tests.helpers import Gateway, HttpClient, purchase
 @pytest.fixture
 def strict_gateway(settings: Settings, redis: object, tmp_path: Path) -> Iterator[Gateway]:
     limits = msgspec.structs.replace(
-        settings, backlog_max_age_s=1.0, backlog_max_length=40, backlog_check_interval_s=0.05
+        settings,
+        backlog_max_age_s=1.0,
+        backlog_stall_s=1.0,
+        backlog_max_length=40,
+        backlog_check_interval_s=0.05,
     )
     gateway = Gateway(env_for(limits), tmp_path / "gateway.log")
     yield gateway
@@ -64,13 +69,57 @@ async def test_an_old_unflushed_backlog_refuses_purchases_until_the_flusher_catc
     assert (await strict.post("/purchase", json=purchase())).status_code == 200
 
 
-async def test_a_long_stream_refuses_purchases(strict: HttpClient) -> None:
+async def test_an_old_backlog_that_is_draining_does_not_refuse_purchases(
+    strict: HttpClient, flusher: Flusher
+) -> None:
+    """After a restart with an old backlog the flusher drains at full speed: refusing every
+    purchase meanwhile protects nothing. Here it drains one entry every 0.4 s."""
+    for _ in range(15):  # plus 10 more below: under the length limit of 40
+        assert (await strict.post("/purchase", json=purchase())).status_code == 200
+    await wait_for_status(strict, 503)  # old, and nobody flushing: refused
+
+    await flusher.start()
+    draining = asyncio.get_running_loop().create_task(drain_slowly(flusher, 0.4))
+    answers: list[int] = []
+    ages: list[float] = []
+    try:
+        await wait_for_status(strict, 200)  # the first acknowledgements lift it
+        while not draining.done() and len(answers) < 10:
+            answers.append((await strict.post("/purchase", json=purchase())).status_code)
+            ready = (await strict.get("/readyz")).json()
+            ages.append(ready["backlog"]["oldest_unflushed_age_s"])
+            await asyncio.sleep(0.05)
+    finally:
+        draining.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await draining
+    assert max(ages) > 1  # still past the age limit while draining...
+    assert set(answers) == {200}  # ...and purchases accepted all along
+
+
+async def drain_slowly(flusher: Flusher, pause_s: float) -> None:
+    while entries := await flusher.reader.read(1, None):
+        await flusher.process(entries)
+        await asyncio.sleep(pause_s)
+
+
+async def test_a_long_stream_refuses_purchases_even_while_draining_until_trimmed(
+    strict: HttpClient, flusher: Flusher
+) -> None:
     replies = await asyncio.gather(*(strict.post("/purchase", json=purchase()) for _ in range(41)))
     assert {r.status_code for r in replies} == {200}
     await wait_for_status(strict, 503)
+    await flusher.start()
+    await drain_slowly(flusher, 0)  # the frontier moves, but memory is what the length guards
     refused = await strict.post("/purchase", json=purchase())
     assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["error"] == "overloaded"
     assert "too long" in refused.json()["message"]
+
+    assert await flusher.trim() == 41  # acknowledged entries leave the stream
+    await wait_for_status(strict, 200)
+    assert (await strict.post("/purchase", json=purchase())).status_code == 200
 
 
 async def test_gateway_started_before_redis_answers_503_then_serves(
