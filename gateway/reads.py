@@ -65,7 +65,9 @@ def parse_limit(values: list[str] | None) -> int:
     if not values:
         return DEFAULT_LIMIT
     text = values[0]
-    limit = int(text) if text.isascii() and text.isdigit() else 0
+    # Length first: int() refuses strings over 4,300 digits with a ValueError.
+    digits = text.lstrip("0") if text.isascii() and text.isdigit() else ""
+    limit = int(digits) if 0 < len(digits) <= len(str(MAX_LIMIT)) else 0
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidQuery(
             f"limit must be an integer from 1 to {MAX_LIMIT}",
