@@ -2,6 +2,7 @@
 
 HTTPError
 ├── MalformedJSON          400
+│   └── NestedTooDeeply         arrays/objects nested past what the decoder can follow
 ├── NotFound               404
 ├── MethodNotAllowed       405  (Allow)
 ├── RequestTimeout         408  body not complete within its deadline (Connection: close)
@@ -57,6 +58,16 @@ class HTTPError(Exception):
 class MalformedJSON(HTTPError):
     status = 400
     code = "malformed_json"
+
+
+class NestedTooDeeply(MalformedJSON):
+    """msgspec follows nesting on the C stack and stops with RecursionError at the
+    interpreter's recursion limit: valid JSON, but no purchase is nested that deep."""
+
+    code = "nested_too_deeply"
+
+    def __init__(self) -> None:
+        super().__init__("the body nests arrays or objects too deeply (a purchase needs 2 levels)")
 
 
 class NotFound(HTTPError):

@@ -13,6 +13,7 @@ import msgspec
 from core.events import PurchaseRequest, PurchaseResponse
 from gateway.console import openapi as console_openapi
 from gateway.errors import ErrorBody
+from gateway.reads import CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT
 from gateway.views import AccountSummary, HistoryPage, TransactionView
 
 SEED_EXAMPLE: Final = {
@@ -35,6 +36,14 @@ _ERRORS: Final = {
     "503": "Redis unavailable or backlog over its limits; nothing was acknowledged",
 }
 
+
+_BATCH: Final = (
+    "Each item is validated and appended on its own, as if posted to /purchase: an item that"
+    " is not a valid purchase (a wrong type, an unknown field, a broken constraint) does not"
+    " reject the others, it gets an error object in its place in the 200 answer. The batch"
+    " as a whole is refused (4xx) only when it is not a JSON array of 1 to 1,000 values, and"
+    " answered 503 (nothing acknowledged, safe to retry whole) when the store is unavailable."
+)
 
 _ACCOUNT: Final = {"type": "string", "pattern": "^[A-Za-z0-9-]{1,64}$"}
 
@@ -106,13 +115,18 @@ def build() -> dict[str, Any]:
                 "post": {
                     "operationId": "purchases",
                     "summary": "Up to 1,000 purchases; one result per item, in order",
+                    "description": _BATCH,
                     "requestBody": {
                         "required": True,
                         "content": {
                             "application/json": {
                                 "schema": {
                                     "type": "array",
-                                    "items": request,
+                                    "items": {
+                                        "description": "Meant to be a PurchaseRequest; any"
+                                        " value is taken and answered on its own",
+                                        "anyOf": [request, {}],
+                                    },
                                     "minItems": 1,
                                     "maxItems": 1000,
                                 },
@@ -122,7 +136,9 @@ def build() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": {
-                            "description": "The seed's response for each accepted item, an error body for each rejected one",
+                            "description": "One result per item, in order: the seed's"
+                            " response for each accepted (or replayed) item, the error body"
+                            " (validation_error, idempotency_conflict, ...) for each refused one",
                             "content": {
                                 "application/json": {
                                     "schema": {
@@ -186,16 +202,17 @@ def build() -> dict[str, Any]:
                             "schema": {
                                 "type": "integer",
                                 "minimum": 1,
-                                "maximum": 500,
-                                "default": 50,
+                                "maximum": MAX_LIMIT,
+                                "default": DEFAULT_LIMIT,
                             },
                         },
                         {
                             "name": "cursor",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "string"},
-                            "description": "next_cursor of the previous page",
+                            "schema": {"type": "string", "pattern": CURSOR_PATTERN},
+                            "description": "next_cursor of the previous page (opaque); empty or"
+                            " absent for the first page",
                         },
                     ],
                     "responses": {

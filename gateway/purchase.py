@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from decimal import Decimal
 from hashlib import blake2b
 from typing import Final
 
@@ -28,6 +29,7 @@ from gateway.errors import (
     IdempotencyConflict,
     InvalidPurchase,
     MalformedJSON,
+    NestedTooDeeply,
     Overloaded,
     ServiceUnavailable,
     UnsupportedMediaType,
@@ -175,7 +177,13 @@ class PurchaseHandler:
 
 def decode_purchase(body: bytes, at: str = "$") -> PurchaseRequest:
     try:
-        return request_decoder.decode(body)
+        try:
+            return request_decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            exact = with_integral_amount(body) if str(exc).startswith(_FLOAT_FOR_INT) else None
+            if exact is None:
+                raise
+            return request_decoder.decode(exact)
     except msgspec.ValidationError as exc:
         details = details_from_validation(str(exc))
         for detail in details:
@@ -187,6 +195,34 @@ def decode_purchase(body: bytes, at: str = "$") -> PurchaseRequest:
         raise MalformedJSON(
             f"the body is not valid UTF-8: {exc.reason} at byte {exc.start}"
         ) from None
+    except RecursionError:
+        raise NestedTooDeeply() from None
+
+
+_FLOAT_FOR_INT: Final = "Expected `int`, got `float`"
+_exact_decoder: Final = msgspec.json.Decoder(float_hook=Decimal)
+_exact_encoder: Final = msgspec.json.Encoder(decimal_format="number")
+
+
+def with_integral_amount(body: bytes) -> bytes | None:
+    """The body again with an integral ``ammount`` written as an integer, or None.
+
+    JSON has one number type and JSON Schema calls 981.0 and 9.81e2 integers, so the
+    published schema allows them; msgspec's strict int does not. Only the error path pays
+    for this second decode. The number's text is read as an exact Decimal, never a float, so
+    999999999999999.99 is not rounded into an integer, and a 1e400 is not expanded."""
+    try:
+        value = _exact_decoder.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    info = value.get("customer_info") if isinstance(value, dict) else None
+    amount = info.get("ammount") if isinstance(info, dict) else None
+    if not isinstance(amount, Decimal) or not amount.is_finite() or amount.adjusted() > 18:
+        return None
+    if amount != amount.to_integral_value():
+        return None
+    info["ammount"] = int(amount)  # type: ignore[index]
+    return _exact_encoder.encode(value)
 
 
 _batch_decoder: Final = msgspec.json.Decoder(list[msgspec.Raw])
@@ -203,6 +239,8 @@ def decode_batch(body: bytes, max_items: int) -> list[msgspec.Raw]:
         raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
     except UnicodeDecodeError as exc:
         raise MalformedJSON(f"the body is not valid UTF-8: {exc.reason}") from None
+    except RecursionError:
+        raise NestedTooDeeply() from None
     if not 1 <= len(items) <= max_items:
         raise InvalidPurchase(
             f"a batch holds 1 to {max_items} purchases, not {len(items)}",

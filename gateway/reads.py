@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import re
+import struct
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import parse_qs
@@ -33,7 +33,13 @@ class InvalidQuery(InvalidPurchase):
     """A 422 on a read: same status and code as any other validation error."""
 
 
-_CURSOR: Final = re.compile(r"k([0-9]{1,19})\.([0-9]{1,19})")  # used with fullmatch
+CURSOR_PATTERN: Final = r"^(?:[A-Za-z0-9_-]{21}[AQgw])?(?!\n)$"
+"""Unpadded base64url of 16 bytes, or empty (the first page, as if absent): the last
+character carries 2 bits, so it is one of 4. "(?!\n)$" as in core.events: Python's "$"
+also matches before a final newline."""
+_CURSOR: Final = re.compile(CURSOR_PATTERN)  # used with fullmatch
+_CURSOR_BYTES: Final = struct.Struct(">qq")  # microseconds since the epoch, entry_id
+_MIN_US: Final = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 _MAX_US: Final = (datetime(9999, 12, 31, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 
 
@@ -41,23 +47,21 @@ def encode_cursor(key: HistoryKey) -> str:
     """Opaque to clients: the (recorded_at, entry_id) of the last entry of a page."""
     recorded_at, entry_id = key
     us = (recorded_at - _EPOCH) // timedelta(microseconds=1)
-    return base64.urlsafe_b64encode(f"k{us}.{entry_id}".encode()).rstrip(b"=").decode()
+    return base64.urlsafe_b64encode(_CURSOR_BYTES.pack(us, entry_id)).rstrip(b"=").decode()
 
 
 def decode_cursor(cursor: str) -> HistoryKey:
-    """Cursors from before ledger partitioning (``e<entry_id>``) are refused like any other."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, binascii.Error):  # UnicodeDecodeError is a ValueError
-        raw = ""
-    match = _CURSOR.fullmatch(raw)
-    if match is None:
+    """Every string the published pattern allows names a position in the history, so the
+    document and the server agree: a position before year 1 or after 9999 is clamped to
+    that end (an empty page, or the first one). Cursors of the older text format
+    (``k<us>.<entry_id>``, ``e<entry_id>``) do not match and are refused like any other."""
+    if _CURSOR.fullmatch(cursor) is None:
         raise InvalidQuery(
-            "cursor is not one this API returned", [ErrorDetail("cursor", "invalid cursor")]
+            "cursor is not one this API returned",
+            [ErrorDetail("cursor", f"expected the next_cursor of a page ({CURSOR_PATTERN})")],
         )
-    us, entry_id = int(match[1]), int(match[2])
-    if not (0 <= us <= _MAX_US and 1 <= entry_id < 2**63):
-        raise InvalidQuery("cursor out of range", [ErrorDetail("cursor", "invalid cursor")])
+    us, entry_id = _CURSOR_BYTES.unpack(base64.urlsafe_b64decode(cursor + "=="))
+    us = min(max(us, _MIN_US), _MAX_US)
     return _EPOCH + timedelta(microseconds=us), entry_id
 
 
@@ -65,7 +69,9 @@ def parse_limit(values: list[str] | None) -> int:
     if not values:
         return DEFAULT_LIMIT
     text = values[0]
-    limit = int(text) if text.isascii() and text.isdigit() else 0
+    # Length first: int() refuses strings over 4,300 digits with a ValueError.
+    digits = text.lstrip("0") if text.isascii() and text.isdigit() else ""
+    limit = int(digits) if 0 < len(digits) <= len(str(MAX_LIMIT)) else 0
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidQuery(
             f"limit must be an integer from 1 to {MAX_LIMIT}",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from urllib.parse import quote
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -43,6 +44,28 @@ json_values = st.recursive(
 )
 
 
+# Inputs past the interpreter's own limits: nesting deeper than the recursion limit, integer
+# literals longer than int()'s 4,300 digits. Hypothesis reaches the bounds of these ranges
+# early, so the deep and the long ones are always among the examples. Bodies stay under
+# the 64 KiB limit: a 413 is answered before the body is read, and the client may see a reset.
+nested = st.builds(
+    lambda depth, brackets: brackets[0] * depth + brackets[1] * depth,
+    st.integers(min_value=1, max_value=7_000),
+    st.sampled_from([(b"[", b"]"), (b'{"a":[', b"]}")]),
+)
+long_numbers = st.builds(
+    lambda digits, tail: b"9" * digits + tail,
+    st.integers(min_value=1, max_value=10_000),
+    st.sampled_from([b"", b".0", b".5", b"e2", b"0" * 5000, b".0e-400"]),
+)
+hostile_json = st.one_of(nested, long_numbers)
+
+
+def purchase_with(raw_value: bytes) -> bytes:
+    """The seed's purchase with the amount's value replaced by raw JSON text."""
+    return json.dumps(purchase()).replace("20000", "AMOUNT").encode().replace(b"AMOUNT", raw_value)
+
+
 def mangled_purchases() -> st.SearchStrategy[bytes]:
     """The seed's purchase with one field replaced by any JSON value."""
     fields = [
@@ -73,6 +96,62 @@ async def test_arbitrary_bytes_and_json_get_4xx_never_5xx(client: HttpClient) ->
         assert_client_error(reply)
 
 
+async def test_hostile_bodies_to_both_purchase_endpoints_get_4xx_never_5xx(
+    client: HttpClient,
+) -> None:
+    """Deep nesting and endless numbers as the body, as a field, and as a batch item."""
+    roots = generated(hostile_json, 60)
+    fields = [purchase_with(value) for value in generated(hostile_json, 60)]
+    for body in roots + generated(st.binary(max_size=300), 40):
+        assert_client_error(await client.post("/purchase", content=body, headers=JSON_HEADERS))
+    for body in fields:  # a short integral amount is a valid purchase
+        assert_answered(await client.post("/purchase", content=body, headers=JSON_HEADERS))
+    for body in roots + fields:
+        assert_answered(await client.post("/purchases", content=body, headers=JSON_HEADERS))
+        batch = b"[" + json.dumps(purchase()).encode() + b"," + body + b"]"
+        assert_answered(await client.post("/purchases", content=batch, headers=JSON_HEADERS))
+
+
+RESULT_KEYS = ({"error", "message", "details"}, {"transaction_id", "customer_info", "seller_info"})
+
+
+def assert_answered(reply: Reply) -> None:
+    """A 4xx JSON error, or a 200 with a purchase or, from a batch, a result per item."""
+    if reply.status_code != 200:
+        assert_client_error(reply)
+        return
+    body = reply.json()
+    for item in body if isinstance(body, list) else [body]:
+        assert set(item) in RESULT_KEYS
+
+
+query_values = st.one_of(
+    st.text(max_size=30),
+    long_numbers.map(bytes.decode),
+    st.integers(min_value=0, max_value=6_000).map(lambda n: "0" * n + "5"),
+    st.integers(min_value=-(10**30), max_value=10**30).map(str),
+)
+
+
+async def test_every_query_and_path_parameter_gets_200_or_a_4xx_never_5xx(
+    client: HttpClient,
+) -> None:
+    values = generated(query_values.map(str.encode), 80)
+    for value in values:
+        text = quote(value, safe="")
+        for path in (
+            f"/accounts/alice/transactions?limit={text}",
+            f"/accounts/alice/transactions?cursor={text}",
+            f"/accounts/alice/transactions?limit={text}&cursor={text}&limit=1",
+            f"/accounts/{text}/transactions",
+            f"/accounts/{text}",
+            f"/transactions/{text}",
+        ):
+            reply = await client.get(path)
+            if reply.status_code != 200:
+                assert_client_error(reply)
+
+
 async def test_purchases_with_one_field_mangled_are_accepted_or_get_a_4xx(
     client: HttpClient,
 ) -> None:
@@ -91,7 +170,18 @@ async def test_deeply_nested_json_is_rejected_cleanly(client: HttpClient) -> Non
 
 async def test_numbers_out_of_range_and_non_json_literals(client: HttpClient) -> None:
     template = json.dumps(purchase()).replace("20000", "AMOUNT")
-    for literal in ("1e400", "-1", "18446744073709551616", "1000000000000001", "20000.0"):
+    for literal in (
+        "1e400",
+        "-1",
+        "18446744073709551616",
+        "1000000000000001",
+        "1000000000000001.0",
+        "20000.5",
+        "999999999999999.99",  # a float would round it to the integer 10**15
+        "20000.0000000000000001",  # a float would round it to 20000
+        "2e-400",
+        "1" + "0" * 5000 + ".0",
+    ):
         reply = await client.post(
             "/purchase", content=template.replace("AMOUNT", literal).encode(), headers=JSON_HEADERS
         )
@@ -102,6 +192,24 @@ async def test_numbers_out_of_range_and_non_json_literals(client: HttpClient) ->
             "/purchase", content=template.replace("AMOUNT", literal).encode(), headers=JSON_HEADERS
         )
         assert reply.status_code == 400, literal
+
+
+async def test_an_integral_amount_written_with_a_fraction_or_exponent_is_that_integer(
+    client: HttpClient,
+) -> None:
+    """JSON Schema calls 981.0 an integer, and the published schema says integer: accept it
+    as 981, and a retry written 981 is the same purchase."""
+    body = purchase(amount=981)
+    for literal in ("981.0", "9.81e2", "98100e-2", "981.000"):
+        text = json.dumps(body).replace('"ammount": 981', f'"ammount": {literal}')
+        reply = await client.post("/purchase", content=text.encode(), headers=JSON_HEADERS)
+        assert reply.status_code == 200, (literal, reply.text)
+        assert reply.json()["customer_info"]["debit_ammount"] == 981
+    replay = await client.post("/purchase", json=body)
+    assert (replay.status_code, replay.headers.get("idempotent-replayed")) == (200, "true")
+    batch = json.dumps([purchase(amount=7)]).replace('"ammount": 7', '"ammount": 7.0').encode()
+    reply = await client.post("/purchases", content=batch, headers=JSON_HEADERS)
+    assert reply.json()[0]["customer_info"]["debit_ammount"] == 7
 
 
 async def test_duplicate_keys_take_the_last_value_as_the_seed_service_did(

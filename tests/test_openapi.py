@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import Any
+from urllib.parse import quote
 
 import jsonschema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import SEED, HttpClient
+from tests.helpers import purchase as a_purchase
 
 
 async def fetch_document(client: HttpClient) -> dict[str, object]:
@@ -93,3 +96,57 @@ async def test_purchases_valid_under_the_document_are_accepted(client: HttpClien
         else:
             assert reply.status_code == 200, (purchase, reply.text)
         seen.add(tx)  # type: ignore[arg-type]
+
+
+def parameter_schema(document: dict[str, Any], path: str, name: str) -> dict[str, Any]:
+    parameters = document["paths"][path]["get"]["parameters"]
+    schema: dict[str, Any] = next(p["schema"] for p in parameters if p["name"] == name)
+    return schema
+
+
+async def test_every_cursor_the_document_allows_is_answered_and_others_are_422(
+    client: HttpClient,
+) -> None:
+    """The cursor's pattern is exactly what the server takes: any string it matches names a
+    position in the history (200), any other string is a 422."""
+    document = await fetch_document(client)
+    schema = parameter_schema(document, "/accounts/{account}/transactions", "cursor")
+    validator = jsonschema.Draft202012Validator(schema)
+    allowed = generated_strings(st.from_regex(schema["pattern"]), 60)
+    others = generated_strings(st.text(max_size=40), 60)
+    for cursor in allowed + others:
+        reply = await client.get(f"/accounts/alice/transactions?cursor={quote(cursor, safe='')}")
+        expected = 200 if validator.is_valid(cursor) else 422
+        assert reply.status_code == expected, (cursor, reply.text)
+
+
+async def test_the_batch_schema_says_what_the_server_does_with_each_item(
+    client: HttpClient,
+) -> None:
+    """Items are any JSON values, each answered on its own: the document must not promise a
+    rejection the server does not make."""
+    document = await fetch_document(client)
+    body = document["paths"]["/purchases"]["post"]["requestBody"]
+    schema = {**body["content"]["application/json"]["schema"], "components": document["components"]}
+    validator = jsonschema.Draft202012Validator(schema)
+    unknown_field = {**a_purchase(), "surprise": 42}
+    for batch in ([a_purchase(), unknown_field], [[1, 2], "x", None]):
+        assert validator.is_valid(batch)
+        reply = await client.post("/purchases", json=batch)
+        assert reply.status_code == 200
+    assert not validator.is_valid([])
+    assert not validator.is_valid({"not": "an array"})
+
+
+def generated_strings(strategy: st.SearchStrategy[str], count: int) -> list[str]:
+    out: list[str] = []
+
+    @settings(
+        max_examples=count, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(strategy)
+    def collect(value: str) -> None:
+        out.append(value)
+
+    collect()
+    return out
