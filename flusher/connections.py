@@ -63,7 +63,9 @@ async def open_flushers(
         store = purchase_store(settings)
         clients.append(redis)
         stores.append(store)
-        reader = GroupReader(redis, settings.consumer_name, shard=shard)
+        reader = GroupReader(
+            redis, settings.consumer_name, shard=shard, version_ttl_s=settings.cache_ttl_s
+        )
         flushers.append(Flusher(settings, reader, store))
 
     async def close() -> None:
