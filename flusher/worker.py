@@ -23,6 +23,7 @@ from core.flusher_stats import publish_stats
 from core.settings import Settings
 from flusher.errors import REDIS_RETRYABLE, StoreUnavailable, StreamUnavailable, is_transient
 from flusher.store import Decoded, PurchaseStore, Undecodable, WriteResult
+from flusher.stranded import StrandedEntries, stranded_streams
 from flusher.stream import Entry, GroupReader, is_missing_stream, parse_id
 
 log = logging.getLogger("flusher")
@@ -173,6 +174,10 @@ class Flusher:
     # -- loops ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.reader.shard == 0:  # one check per flusher process is enough
+            stranded = await stranded_streams(self.reader.redis, self.settings.stream_shards)
+            if stranded:
+                raise StrandedEntries(self.settings.stream_shards, stranded)
         created = await self.reader.ensure_group()
         if created:
             log.info("created consumer group %s on %s", self.reader.group, self.reader.stream)
