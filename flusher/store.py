@@ -132,6 +132,8 @@ REFUSED: Final = (
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
+SET_TRANSACTION_TIMEOUT: Final = "SELECT set_config('transaction_timeout', $1, true)"
+
 INSERT_INCIDENT: Final = """
 INSERT INTO stream_incidents (consumer, reason, last_committed_entry_id) VALUES ($1, $2, $3)
 """
@@ -201,8 +203,11 @@ class PurchaseStore:
         # A flusher frozen mid-transaction (SIGSTOP, a stuck host) holds the write lock and
         # would stall whoever takes its entries over: PostgreSQL ends such a transaction.
         # transaction_timeout (PostgreSQL 17+) also covers a client frozen in the middle of
-        # the extended protocol, which idle_in_transaction_session_timeout does not.
+        # the extended protocol, which idle_in_transaction_session_timeout does not. It is
+        # set for each batch transaction only (SET LOCAL): migrations and partition
+        # maintenance may rightly take longer, and must not be killed every time.
         self._transaction_timeout_ms = str(int(transaction_timeout_s * 1000))
+        self._has_transaction_timeout = False
         # A PostgreSQL that hangs without closing the connection must not hang the flusher:
         # past this a statement fails, the connection is dropped and the batch retried.
         self._command_timeout_s = command_timeout_s
@@ -212,6 +217,7 @@ class PurchaseStore:
         if self._conn is not None and not self._conn.is_closed():
             return self._conn
         try:
+            await self._migrate()
             conn = await asyncpg.connect(
                 self._dsn,
                 timeout=self._timeout_s,
@@ -223,9 +229,7 @@ class PurchaseStore:
         except PG_RETRYABLE as exc:
             raise StoreUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
         try:
-            if conn.get_server_version().major >= 17:
-                await conn.execute(f"SET transaction_timeout = {int(self._transaction_timeout_ms)}")
-            await migrate(conn)
+            self._has_transaction_timeout = conn.get_server_version().major >= 17
             await conn.execute(CREATE_STAGING)
         except BaseException as exc:
             conn.terminate()
@@ -234,6 +238,18 @@ class PurchaseStore:
             raise
         self._conn = conn
         return conn
+
+    async def _migrate(self) -> None:
+        """On a connection of its own, without the batches' timeouts: a migration on a large
+        ledger (or waiting for another process's) may take minutes, and one killed at a
+        timeout would be killed again at every start."""
+        conn = await asyncpg.connect(self._dsn, timeout=self._timeout_s, command_timeout=None)
+        try:
+            await migrate(conn)
+        except BaseException:
+            conn.terminate()
+            raise
+        await conn.close(timeout=2)
 
     async def write(self, good: list[Decoded], bad: list[Undecodable]) -> WriteResult:
         """Commit one batch; raises StoreUnavailable when it could not (nothing committed)."""
@@ -255,6 +271,8 @@ class PurchaseStore:
     ) -> WriteResult:
         result = WriteResult()
         async with conn.transaction():
+            if self._has_transaction_timeout:
+                await conn.execute(SET_TRANSACTION_TIMEOUT, self._transaction_timeout_ms)
             # One writer at a time, across flushers: ledger ids are then handed out in commit
             # order (keyset pagination never skips a late commit), the duplicate check sees
             # every earlier commit, and account_totals upserts cannot deadlock.
