@@ -2,12 +2,13 @@
 
 ``python -m flusher.reconcile [--json]`` (or ``make reconcile``). Exit status 1 when a
 discrepancy is found: an acknowledged entry missing from PostgreSQL, a transaction without
-exactly one DEBIT and one CREDIT, or a ledger leg without its transaction.
+exactly one DEBIT and one CREDIT, a ledger leg without its transaction, or unflushed
+entries stranded in a stream above the shard count (see flusher.stranded).
 
 Every entry still in the stream is classified: undelivered, pending (on which consumer),
 or acknowledged; an acknowledged one must be in PostgreSQL as a transaction, a recorded
-duplicate or a dead letter. Entries trimmed from the stream are checked on the PostgreSQL
-side only (legs and orphans). Transactions older than the ledger's retention (persisted
+duplicate or a dead letter of the same shard (entry ids are unique per stream only).
+Entries trimmed from the stream are checked on the PostgreSQL side only (legs and orphans). Transactions older than the ledger's retention (persisted
 before its oldest partition begins: see ``MONOKERA_LEDGER_RETENTION_DAYS``) have had their
 legs dropped on purpose and are left out of the leg checks.
 """
