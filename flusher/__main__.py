@@ -18,6 +18,7 @@ import uvloop
 from core import logs
 from core.settings import Settings
 from flusher.connections import open_flushers
+from flusher.stranded import StrandedEntries
 from flusher.worker import Flusher
 
 log = logging.getLogger("flusher")
@@ -90,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings.for_command("flusher")
     logs.configure(settings.log_level)
-    return uvloop.run(serve(settings, drain=args.drain))
+    try:
+        return uvloop.run(serve(settings, drain=args.drain))
+    except StrandedEntries as exc:
+        log.critical("%s", exc)
+        logs.flush()
+        return 2
 
 
 if __name__ == "__main__":

@@ -33,9 +33,10 @@ def redis_client(settings: Settings) -> Redis:
     )
 
 
-def purchase_store(settings: Settings) -> PurchaseStore:
+def purchase_store(settings: Settings, shard: int = 0) -> PurchaseStore:
     return PurchaseStore(
         settings.database_url,
+        shard=shard,
         command_timeout_s=settings.pg_command_timeout_s,
         transaction_timeout_s=settings.pg_transaction_timeout_s,
     )
@@ -60,10 +61,12 @@ async def open_flushers(
     flushers: list[Flusher] = []
     for shard in range(settings.stream_shards) if shards is None else shards:
         redis = redis_client(settings)
-        store = purchase_store(settings)
+        store = purchase_store(settings, shard)
         clients.append(redis)
         stores.append(store)
-        reader = GroupReader(redis, settings.consumer_name, shard=shard)
+        reader = GroupReader(
+            redis, settings.consumer_name, shard=shard, version_ttl_s=settings.cache_ttl_s
+        )
         flushers.append(Flusher(settings, reader, store))
 
     async def close() -> None:

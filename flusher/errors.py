@@ -3,13 +3,29 @@
 FlusherError
 ├── StoreUnavailable   PostgreSQL unreachable, restarting or shutting down: retry, ack nothing
 └── StreamUnavailable  Redis unreachable or failing: retry
+
+Redis also refuses commands for a while without being unreachable: out of memory (OOM),
+a script running too long (BUSY), a failover or resharding under way (READONLY,
+TRYAGAIN, CLUSTERDOWN, MASTERDOWN, NOREPLICAS), a restart reading its data (LOADING).
+``is_transient`` names those replies: the flusher waits and retries them instead of
+exiting, and acknowledges nothing meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 
 import asyncpg
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -46,3 +62,24 @@ REDIS_RETRYABLE: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
 )
+
+_TRANSIENT_CLASSES: tuple[type[ResponseError], ...] = (
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+    ClusterDownError,
+    MasterDownError,
+)
+
+# redis-py strips the code of the replies it has a class for; the others keep it in front,
+# and Redis 6.2 wraps an error raised inside a script as "... @user_script: 1: -OOM ...".
+_TRANSIENT_CODE = re.compile(
+    r"(?:^|: -)(?:OOM|BUSY|TRYAGAIN|CLUSTERDOWN|READONLY|LOADING|MASTERDOWN|NOREPLICAS)\b"
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A Redis refusal that goes away by itself (memory freed, failover over, data loaded)."""
+    if isinstance(exc, (*_TRANSIENT_CLASSES, BusyLoadingError)):
+        return True
+    return isinstance(exc, ResponseError) and _TRANSIENT_CODE.search(str(exc)) is not None

@@ -2,12 +2,13 @@
 
 ``python -m flusher.reconcile [--json]`` (or ``make reconcile``). Exit status 1 when a
 discrepancy is found: an acknowledged entry missing from PostgreSQL, a transaction without
-exactly one DEBIT and one CREDIT, or a ledger leg without its transaction.
+exactly one DEBIT and one CREDIT, a ledger leg without its transaction, or unflushed
+entries stranded in a stream above the shard count (see flusher.stranded).
 
 Every entry still in the stream is classified: undelivered, pending (on which consumer),
 or acknowledged; an acknowledged one must be in PostgreSQL as a transaction, a recorded
-duplicate or a dead letter. Entries trimmed from the stream are checked on the PostgreSQL
-side only (legs and orphans). Transactions older than the ledger's retention (persisted
+duplicate or a dead letter of the same shard (entry ids are unique per stream only).
+Entries trimmed from the stream are checked on the PostgreSQL side only (legs and orphans). Transactions older than the ledger's retention (persisted
 before its oldest partition begins: see ``MONOKERA_LEDGER_RETENTION_DAYS``) have had their
 legs dropped on purpose and are left out of the leg checks.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -27,6 +29,7 @@ from redis.exceptions import ResponseError
 from core.constants import GROUP, stream_key
 from core.settings import Settings
 from flusher.connections import redis_client
+from flusher.stranded import streams_beyond
 from flusher.stream import parse_id, text
 
 SCAN_CHUNK = 5000
@@ -56,11 +59,14 @@ WHERE NOT EXISTS (SELECT 1 FROM transactions t WHERE t.transaction_id = l.transa
 """
 
 STORED_ENTRIES = """
-SELECT stream_entry_id FROM transactions WHERE stream_entry_id = ANY($1::text[])
+SELECT stream_entry_id FROM transactions
+WHERE stream_shard = $1 AND stream_entry_id = ANY($2::text[])
 UNION ALL
-SELECT stream_entry_id FROM duplicate_entries WHERE stream_entry_id = ANY($1::text[])
+SELECT stream_entry_id FROM duplicate_entries
+WHERE stream_shard = $1 AND stream_entry_id = ANY($2::text[])
 UNION ALL
-SELECT stream_entry_id FROM dead_letters WHERE stream_entry_id = ANY($1::text[])
+SELECT stream_entry_id FROM dead_letters
+WHERE stream_shard = $1 AND stream_entry_id = ANY($2::text[])
 """
 
 
@@ -72,6 +78,9 @@ class Report(msgspec.Struct):
     pending_by_consumer: dict[str, int] = {}
     acknowledged_in_stream: int = 0
     acknowledged_missing_in_postgres: list[str] = []
+    """``<stream key> <entry id>``: entry ids are unique per stream only."""
+    stranded: dict[str, int] = {}
+    """Streams above the shard count (see flusher.stranded): their unflushed entries."""
     transactions: int = 0
     transactions_past_retention: int = 0
     ledger_entries: int = 0
@@ -84,36 +93,56 @@ class Report(msgspec.Struct):
     def ok(self) -> bool:
         return not (
             self.acknowledged_missing_in_postgres
+            or self.stranded
             or self.transactions_with_broken_legs
             or self.orphan_legs
             or self.ledger_entries != 2 * (self.transactions - self.transactions_past_retention)
         )
 
 
+@dataclass(slots=True)
+class _GroupState:
+    shard: int
+    last_delivered: tuple[int, int] = (0, 0)
+    pending_ids: set[str] = field(default_factory=set)
+
+
 async def reconcile(redis: Redis, conn: asyncpg.Connection, shards: int = 1) -> Report:
+    """Streams above ``shards`` that still hold entries are reconciled too, and reported.
+
+    Redis first, PostgreSQL after, in one snapshot: every entry the groups show as
+    acknowledged was committed before the snapshot is taken (the flusher acknowledges
+    only after COMMIT), and every count comes from that one snapshot, so entries flushed
+    while reconcile runs cause no false alarm (legs counted without their transactions).
+    """
     report = Report(group_exists=True)
-    for shard in range(shards):
-        await _reconcile_stream(redis, conn, stream_key(shard), report)
-    report.transactions = await conn.fetchval("SELECT count(*) FROM transactions")
-    report.ledger_entries = await conn.fetchval("SELECT count(*) FROM ledger_entries")
-    report.duplicate_entries = await conn.fetchval("SELECT count(*) FROM duplicate_entries")
-    report.dead_letters = await conn.fetchval("SELECT count(*) FROM dead_letters")
-    retained_from = await conn.fetchval(RETAINED_FROM)
-    if retained_from is not None:
-        report.transactions_past_retention = await conn.fetchval(PAST_RETENTION, retained_from)
-    broken = await conn.fetch(LEGS_BROKEN, retained_from)
-    report.transactions_with_broken_legs = [r[0] for r in broken]
-    report.orphan_legs = await conn.fetchval(ORPHAN_LEGS)
+    beyond = await streams_beyond(redis, shards)
+    report.stranded = {s.stream: s.unflushed for s in beyond if s.unflushed}
+    states = [
+        await _group_state(redis, shard, report)
+        for shard in [*range(shards), *(s.shard for s in beyond)]
+    ]
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        for state in states:
+            await _scan_stream(redis, conn, state, report)
+        report.transactions = await conn.fetchval("SELECT count(*) FROM transactions")
+        report.ledger_entries = await conn.fetchval("SELECT count(*) FROM ledger_entries")
+        report.duplicate_entries = await conn.fetchval("SELECT count(*) FROM duplicate_entries")
+        report.dead_letters = await conn.fetchval("SELECT count(*) FROM dead_letters")
+        retained_from = await conn.fetchval(RETAINED_FROM)
+        if retained_from is not None:
+            report.transactions_past_retention = await conn.fetchval(PAST_RETENTION, retained_from)
+        broken = await conn.fetch(LEGS_BROKEN, retained_from)
+        report.transactions_with_broken_legs = [r[0] for r in broken]
+        report.orphan_legs = await conn.fetchval(ORPHAN_LEGS)
     return report
 
 
-async def _reconcile_stream(
-    redis: Redis, conn: asyncpg.Connection, stream: str, report: Report
-) -> None:
-    """One shard's stream and group, added to ``report``."""
+async def _group_state(redis: Redis, shard: int, report: Report) -> _GroupState:
+    """One shard's group: what it delivered and what is still pending, added to ``report``."""
+    stream = stream_key(shard)
+    state = _GroupState(shard)
     report.stream_length += int(await redis.xlen(stream))
-    last_delivered = (0, 0)
-    pending_ids: set[str] = set()
     try:
         groups: Any = await redis.xinfo_groups(stream)
     except ResponseError:
@@ -121,20 +150,27 @@ async def _reconcile_stream(
     info = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
     if info is None:
         report.group_exists = False
-    else:
-        last_delivered = parse_id(text(info["last-delivered-id"]))
-        summary: Any = await redis.xpending(stream, GROUP)
-        pending = int(summary["pending"])
-        report.pending += pending
-        for c in summary["consumers"] or []:
-            name = text(c["name"])
-            report.pending_by_consumer[name] = report.pending_by_consumer.get(name, 0) + int(
-                c["pending"]
-            )
-        if pending:
-            detail: Any = await redis.xpending_range(stream, GROUP, min="-", max="+", count=pending)
-            pending_ids = {text(p["message_id"]) for p in detail}
+        return state
+    state.last_delivered = parse_id(text(info["last-delivered-id"]))
+    summary: Any = await redis.xpending(stream, GROUP)
+    pending = int(summary["pending"])
+    report.pending += pending
+    for c in summary["consumers"] or []:
+        name = text(c["name"])
+        report.pending_by_consumer[name] = report.pending_by_consumer.get(name, 0) + int(
+            c["pending"]
+        )
+    if pending:
+        detail: Any = await redis.xpending_range(stream, GROUP, min="-", max="+", count=pending)
+        state.pending_ids = {text(p["message_id"]) for p in detail}
+    return state
 
+
+async def _scan_stream(
+    redis: Redis, conn: asyncpg.Connection, state: _GroupState, report: Report
+) -> None:
+    """Classify one shard's entries by its group state; look the acknowledged ones up."""
+    stream = stream_key(state.shard)
     cursor = "-"
     while True:
         chunk: Any = await redis.xrange(stream, min=cursor, count=SCAN_CHUNK)
@@ -143,14 +179,16 @@ async def _reconcile_stream(
         acked: list[str] = []
         for raw_id, _fields in chunk:
             entry_id = text(raw_id)
-            if parse_id(entry_id) > last_delivered:
+            if parse_id(entry_id) > state.last_delivered:
                 report.undelivered += 1
-            elif entry_id not in pending_ids:
+            elif entry_id not in state.pending_ids:
                 acked.append(entry_id)
         if acked:
             report.acknowledged_in_stream += len(acked)
-            stored = {r[0] for r in await conn.fetch(STORED_ENTRIES, acked)}
-            report.acknowledged_missing_in_postgres += [e for e in acked if e not in stored]
+            stored = {r[0] for r in await conn.fetch(STORED_ENTRIES, state.shard, acked)}
+            report.acknowledged_missing_in_postgres += [
+                f"{stream} {e}" for e in acked if e not in stored
+            ]
         if len(chunk) < SCAN_CHUNK:
             break
         cursor = "(" + text(chunk[-1][0])
@@ -165,6 +203,7 @@ def render(report: Report) -> str:
         *((f"  pending on {name}", n) for name, n in sorted(report.pending_by_consumer.items())),
         ("acknowledged, still in stream", report.acknowledged_in_stream),
         ("  of which missing in PostgreSQL", len(report.acknowledged_missing_in_postgres)),
+        ("unflushed beyond the shard count", sum(report.stranded.values())),
         ("transactions", report.transactions),
         ("  of which past the ledger retention", report.transactions_past_retention),
         ("ledger entries", report.ledger_entries),
@@ -177,6 +216,11 @@ def render(report: Report) -> str:
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
     for entry in report.acknowledged_missing_in_postgres[:20]:
         lines.append(f"MISSING acknowledged entry {entry}")
+    for stream, count in sorted(report.stranded.items()):
+        lines.append(
+            f"STRANDED {count} unflushed entries in {stream}, above the shard count:"
+            " raise MONOKERA_STREAM_SHARDS until they are flushed"
+        )
     for tx in report.transactions_with_broken_legs[:20]:
         lines.append(f"BROKEN legs for transaction {tx!r}")
     lines.append("OK: everything reconciles" if report.ok else "DISCREPANCIES FOUND")

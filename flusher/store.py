@@ -51,6 +51,7 @@ STAGING_COLUMNS: Final = (
 )
 
 INSERT_FROM_STAGING: Final = """
+-- $1: the stream shard of the whole batch (entry ids are unique per stream only).
 WITH clock AS (
     -- One time for the whole batch, taken under the write lock and never behind the last
     -- batch's: history is read newest first by (recorded_at, entry_id), partitioned by day
@@ -60,11 +61,11 @@ WITH clock AS (
 ), fresh AS (
     INSERT INTO transactions (
         transaction_id, customer_name, customer_account, seller_name, seller_account,
-        amount, request_id, stream_entry_id, accepted_at, persisted_at
+        amount, request_id, stream_shard, stream_entry_id, accepted_at, persisted_at
     )
     SELECT DISTINCT ON (transaction_id)
         transaction_id, customer_name, customer_account, seller_name, seller_account,
-        amount, request_id, stream_entry_id, accepted_at, clock.recorded_at
+        amount, request_id, $1::smallint, stream_entry_id, accepted_at, clock.recorded_at
     FROM incoming CROSS JOIN clock
     ORDER BY transaction_id, seq
     ON CONFLICT (transaction_id) DO NOTHING
@@ -105,15 +106,19 @@ WITH clock AS (
         last_activity_at = greatest(t.last_activity_at, EXCLUDED.last_activity_at)
 ), duplicates AS (
     -- Not inserted now, and not a redelivery of the entry that was inserted before.
-    INSERT INTO duplicate_entries (stream_entry_id, transaction_id, request_id, amount, accepted_at)
-    SELECT i.stream_entry_id, i.transaction_id, i.request_id, i.amount, i.accepted_at
+    INSERT INTO duplicate_entries (
+        stream_shard, stream_entry_id, transaction_id, request_id, amount, accepted_at
+    )
+    SELECT $1::smallint, i.stream_entry_id, i.transaction_id, i.request_id, i.amount,
+           i.accepted_at
     FROM incoming i
     WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f.stream_entry_id = i.stream_entry_id)
       AND NOT EXISTS (
           SELECT 1 FROM transactions t
           WHERE t.transaction_id = i.transaction_id AND t.stream_entry_id = i.stream_entry_id
+            AND t.stream_shard = $1::smallint
       )
-    ON CONFLICT (stream_entry_id) DO NOTHING
+    ON CONFLICT (stream_shard, stream_entry_id) DO NOTHING
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM fresh) AS inserted, (SELECT count(*) FROM duplicates) AS duplicates
@@ -127,13 +132,15 @@ REFUSED: Final = (
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
+SET_TRANSACTION_TIMEOUT: Final = "SELECT set_config('transaction_timeout', $1, true)"
+
 INSERT_INCIDENT: Final = """
 INSERT INTO stream_incidents (consumer, reason, last_committed_entry_id) VALUES ($1, $2, $3)
 """
 
 INSERT_DEAD_LETTER: Final = """
-INSERT INTO dead_letters (stream_entry_id, payload, error) VALUES ($1, $2, $3)
-ON CONFLICT (stream_entry_id) DO NOTHING
+INSERT INTO dead_letters (stream_shard, stream_entry_id, payload, error) VALUES ($1, $2, $3, $4)
+ON CONFLICT (stream_shard, stream_entry_id) DO NOTHING
 """
 
 
@@ -178,23 +185,29 @@ def staging_record(seq: int, item: Decoded) -> tuple[object, ...]:
 
 
 class PurchaseStore:
-    """One connection, reopened when PostgreSQL comes back. One batch at a time."""
+    """One shard's writer: one connection, reopened when PostgreSQL comes back. One batch
+    at a time. Rows naming a stream entry name ``shard`` with it (migration 006)."""
 
     def __init__(
         self,
         dsn: str,
         *,
+        shard: int = 0,
         timeout_s: float = 10.0,
         command_timeout_s: float = 60.0,
         transaction_timeout_s: float = 30.0,
     ) -> None:
         self._dsn = dsn
+        self.shard = shard
         self._timeout_s = timeout_s
         # A flusher frozen mid-transaction (SIGSTOP, a stuck host) holds the write lock and
         # would stall whoever takes its entries over: PostgreSQL ends such a transaction.
         # transaction_timeout (PostgreSQL 17+) also covers a client frozen in the middle of
-        # the extended protocol, which idle_in_transaction_session_timeout does not.
+        # the extended protocol, which idle_in_transaction_session_timeout does not. It is
+        # set for each batch transaction only (SET LOCAL): migrations and partition
+        # maintenance may rightly take longer, and must not be killed every time.
         self._transaction_timeout_ms = str(int(transaction_timeout_s * 1000))
+        self._has_transaction_timeout = False
         # A PostgreSQL that hangs without closing the connection must not hang the flusher:
         # past this a statement fails, the connection is dropped and the batch retried.
         self._command_timeout_s = command_timeout_s
@@ -204,6 +217,7 @@ class PurchaseStore:
         if self._conn is not None and not self._conn.is_closed():
             return self._conn
         try:
+            await self._migrate()
             conn = await asyncpg.connect(
                 self._dsn,
                 timeout=self._timeout_s,
@@ -215,9 +229,7 @@ class PurchaseStore:
         except PG_RETRYABLE as exc:
             raise StoreUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
         try:
-            if conn.get_server_version().major >= 17:
-                await conn.execute(f"SET transaction_timeout = {int(self._transaction_timeout_ms)}")
-            await migrate(conn)
+            self._has_transaction_timeout = conn.get_server_version().major >= 17
             await conn.execute(CREATE_STAGING)
         except BaseException as exc:
             conn.terminate()
@@ -226,6 +238,18 @@ class PurchaseStore:
             raise
         self._conn = conn
         return conn
+
+    async def _migrate(self) -> None:
+        """On a connection of its own, without the batches' timeouts: a migration on a large
+        ledger (or waiting for another process's) may take minutes, and one killed at a
+        timeout would be killed again at every start."""
+        conn = await asyncpg.connect(self._dsn, timeout=self._timeout_s, command_timeout=None)
+        try:
+            await migrate(conn)
+        except BaseException:
+            conn.terminate()
+            raise
+        await conn.close(timeout=2)
 
     async def write(self, good: list[Decoded], bad: list[Undecodable]) -> WriteResult:
         """Commit one batch; raises StoreUnavailable when it could not (nothing committed)."""
@@ -247,6 +271,8 @@ class PurchaseStore:
     ) -> WriteResult:
         result = WriteResult()
         async with conn.transaction():
+            if self._has_transaction_timeout:
+                await conn.execute(SET_TRANSACTION_TIMEOUT, self._transaction_timeout_ms)
             # One writer at a time, across flushers: ledger ids are then handed out in commit
             # order (keyset pagination never skips a late commit), the duplicate check sees
             # every earlier commit, and account_totals upserts cannot deadlock.
@@ -257,14 +283,15 @@ class PurchaseStore:
                     records=[staging_record(i, item) for i, item in enumerate(good)],
                     columns=STAGING_COLUMNS,
                 )
-                counts = await conn.fetchrow(INSERT_FROM_STAGING)
+                counts = await conn.fetchrow(INSERT_FROM_STAGING, self.shard)
                 assert counts is not None  # the statement always returns one row
                 result.inserted = counts["inserted"]
                 result.duplicates = counts["duplicates"]
                 result.redelivered = len(good) - result.inserted - result.duplicates
             if bad:
                 await conn.executemany(
-                    INSERT_DEAD_LETTER, [(b.entry_id, b.payload, b.error) for b in bad]
+                    INSERT_DEAD_LETTER,
+                    [(self.shard, b.entry_id, b.payload, b.error) for b in bad],
                 )
                 result.dead_letters = len(bad)
         return result

@@ -9,14 +9,13 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
+from core.cache_version import BUMP_SCRIPT, new_version
 from core.constants import GROUP, PAYLOAD_FIELD, account_version_key, stream_key
 
 Entry = tuple[str, bytes | None]
 """A stream entry id and its payload (None when the entry has no payload field)."""
 
 _FIELD = PAYLOAD_FIELD.encode()
-
-_BUMP_VERSIONS = "for i = 1, #KEYS do redis.call('INCR', KEYS[i]) end return #KEYS"
 
 
 def parse_id(entry_id: str) -> tuple[int, int]:
@@ -46,8 +45,17 @@ def _entries(raw: list[Any]) -> list[Entry]:
 
 
 class GroupReader:
-    def __init__(self, redis: Redis, consumer: str, *, shard: int = 0, group: str = GROUP):
+    def __init__(
+        self,
+        redis: Redis,
+        consumer: str,
+        *,
+        shard: int = 0,
+        group: str = GROUP,
+        version_ttl_s: int = 300,
+    ):
         self.redis = redis
+        self.version_ttl_s = version_ttl_s
         self.consumer = consumer
         self.shard = shard
         self.stream = stream_key(shard)
@@ -55,7 +63,20 @@ class GroupReader:
         self._claim_cursor = "0-0"
 
     async def ensure_group(self) -> bool:
-        """Create the group from the stream's start; True if it had to be created."""
+        """Create the group from the stream's start; True if it had to be created.
+
+        Looks first: XGROUP CREATE is refused while Redis is out of memory, even for a
+        group that exists, and a flusher must be able to start then (it only reads and
+        acknowledges until memory is freed).
+        """
+        try:
+            groups: Any = await self.redis.xinfo_groups(self.stream)
+        except ResponseError as exc:
+            if not is_missing_stream(exc):
+                raise
+            groups = []
+        if any(text(g["name"]) == self.group for g in groups):
+            return False
         try:
             await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except ResponseError as exc:
@@ -101,37 +122,48 @@ class GroupReader:
         return self._claim_cursor == "0-0"
 
     async def ack(self, entry_ids: list[str], accounts: set[str] | None = None) -> int:
-        """Bump the cache versions of the accounts a committed batch touched, then XACK.
+        """Give the accounts a committed batch touched new cache versions, then XACK.
 
-        Both in one round trip, in that order: by the time an entry is acknowledged, no
-        cached read of its accounts can be served without it.
+        Two calls, the second only once the first succeeded: an entry is acknowledged only
+        when no cached read of its accounts can be served without it any more. A refused
+        bump (Redis out of memory, a failover) raises and leaves the entries pending; they
+        are bumped and acknowledged on a retry, or delivered again.
         """
         if not entry_ids:
             return 0
-        pipe = self.redis.pipeline(transaction=False)
         if accounts:
-            keys = [account_version_key(a) for a in sorted(accounts)]
-            if isinstance(self.redis, RedisCluster):
-                for key in keys:  # keys of many slots: the cluster pipeline splits by node
-                    pipe.incr(key)
-            else:
-                # One command for the whole batch, not one INCR each (hundreds per batch).
-                pipe.eval(_BUMP_VERSIONS, len(keys), *keys)
-        pipe.xack(self.stream, self.group, *entry_ids)
-        replies = await pipe.execute()
-        return int(replies[-1])
+            await self.bump_versions(accounts)
+        return int(await self.redis.xack(self.stream, self.group, *entry_ids))
+
+    async def bump_versions(self, accounts: set[str]) -> None:
+        keys = [account_version_key(a) for a in sorted(accounts)]
+        version = new_version()
+        if isinstance(self.redis, RedisCluster):
+            # Keys of many slots: the cluster pipeline splits them by node, and raises the
+            # first refusal after all replies are in.
+            pipe = self.redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.set(key, version, ex=self.version_ttl_s)
+            await pipe.execute()
+        else:
+            # One command for the whole batch, not one SET each (hundreds per batch).
+            await self.redis.eval(BUMP_SCRIPT, len(keys), *keys, version, self.version_ttl_s)
 
     async def trim(self, retain_s: float) -> int:
         """Trim below the oldest entry any group still needs, and below ``retain_s`` of age.
 
-        The group state is read atomically, last-delivered ids first: entries delivered
-        later have larger ids, so they are above the trim point whatever happens next.
+        The group state is read last-delivered ids first, then the pending lists, in one
+        round trip: an entry at or below a group's last-delivered id that is not pending
+        a moment later was acknowledged, and entries delivered later have larger ids, so
+        they are above the trim point whatever happens next. No MULTI: Redis refuses
+        every command queued in one while it is out of memory, and trimming is what
+        frees memory then.
         """
         groups: Any = await self.redis.xinfo_groups(self.stream)
         names = [g["name"] for g in groups]
         if not names:
             return 0
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self.redis.pipeline(transaction=False)
         pipe.xinfo_groups(self.stream)
         for name in names:
             pipe.xpending(self.stream, name)

@@ -130,7 +130,9 @@ async def trace_transaction(
     ]
     if trace.stream_entry_id:
         trace.dead_letter = await conn.fetchval(
-            "SELECT error FROM dead_letters WHERE stream_entry_id = $1", trace.stream_entry_id
+            "SELECT error FROM dead_letters WHERE stream_shard = $1 AND stream_entry_id = $2",
+            shard,
+            trace.stream_entry_id,
         )
     return trace
 

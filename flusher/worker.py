@@ -16,18 +16,21 @@ from dataclasses import asdict, dataclass
 from functools import partial
 
 import msgspec
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from core.events import event_decoder
 from core.flusher_stats import publish_stats
 from core.settings import Settings
-from flusher.errors import REDIS_RETRYABLE, StoreUnavailable, StreamUnavailable
+from flusher.errors import REDIS_RETRYABLE, StoreUnavailable, StreamUnavailable, is_transient
 from flusher.store import Decoded, PurchaseStore, Undecodable, WriteResult
+from flusher.stranded import StrandedEntries, stranded_streams
 from flusher.stream import Entry, GroupReader, is_missing_stream, parse_id
 
 log = logging.getLogger("flusher")
 
 RETRYABLE: tuple[type[BaseException], ...] = (StoreUnavailable, *REDIS_RETRYABLE)
+ACK_RETRYABLE: tuple[type[BaseException], ...] = (ResponseError, *REDIS_RETRYABLE)
+"""What acknowledging retries (of the ResponseErrors, only the transient ones)."""
 
 
 @dataclass(slots=True)
@@ -46,6 +49,8 @@ class FlusherStats:
     batch_seconds: float = 0.0
     batch_size_max: int = 0
     stream_retries: int = 0
+    """Redis calls retried: unreachable, or refusing for a while (OOM, failover, ...)."""
+    stats_publish_failures: int = 0
 
 
 def decode_entries(entries: list[Entry]) -> tuple[list[Decoded], list[Undecodable]]:
@@ -95,7 +100,8 @@ class Flusher:
     async def ack(self, entries: list[Entry], accounts: set[str] | None = None) -> None:
         """XACK after the commit; retried, since a lost ack only means a harmless redelivery.
 
-        ``accounts`` get their cache version bumped first (see GroupReader.ack).
+        ``accounts`` get new cache versions first (see GroupReader.ack); while Redis refuses
+        that (out of memory, failover), nothing is acknowledged and both are retried.
         """
         ids = [entry_id for entry_id, _ in entries]
         delay = 0.05
@@ -103,7 +109,9 @@ class Flusher:
             try:
                 self.stats.acked += await self.reader.ack(ids, accounts)
                 return
-            except REDIS_RETRYABLE as exc:
+            except ACK_RETRYABLE as exc:
+                if isinstance(exc, ResponseError) and not is_transient(exc):
+                    raise
                 self.stats.stream_retries += 1
                 if self._stopping.is_set():
                     raise StreamUnavailable("could not acknowledge while stopping") from exc
@@ -166,6 +174,10 @@ class Flusher:
     # -- loops ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.reader.shard == 0:  # one check per flusher process is enough
+            stranded = await stranded_streams(self.reader.redis, self.settings.stream_shards)
+            if stranded:
+                raise StrandedEntries(self.settings.stream_shards, stranded)
         created = await self.reader.ensure_group()
         if created:
             log.info("created consumer group %s on %s", self.reader.group, self.reader.stream)
@@ -236,11 +248,16 @@ class Flusher:
             except StreamUnavailable:
                 return  # only raised once stopping
             except ResponseError as exc:
-                if not is_missing_stream(exc):
+                if is_missing_stream(exc):
+                    reason = str(exc)
+                    step = partial(self.recover_missing_stream, reason, then=step)
+                    continue
+                if not is_transient(exc):
                     raise
-                reason = str(exc)
-                step = partial(self.recover_missing_stream, reason, then=step)
-                continue
+                self.stats.stream_retries += 1
+                log.warning(
+                    "Redis refused (%s: %s), retrying in %.2fs", type(exc).__name__, exc, delay
+                )
             except RETRYABLE as exc:
                 if self._stopping.is_set():
                     return
@@ -281,8 +298,19 @@ class Flusher:
         return reader.consumer if reader.shard == 0 else f"{reader.consumer}:shard{reader.shard}"
 
     async def publish_stats(self) -> None:
-        """For the gateway's /metrics: this flusher's counters, in Redis."""
+        """For the gateway's /metrics: this flusher's counters, in Redis.
+
+        Best effort: the first write a Redis out of memory refuses, and figures that cannot
+        be published must not stop the flushing that frees the memory.
+        """
         st = self.stats
+        try:
+            await self._publish(st)
+        except RedisError as exc:
+            st.stats_publish_failures += 1
+            log.warning("could not publish flusher stats: %s: %s", type(exc).__name__, exc)
+
+    async def _publish(self, st: FlusherStats) -> None:
         await publish_stats(
             self.reader.redis,
             self.name,

@@ -1,11 +1,14 @@
 """Read-through cache in Redis for the read endpoints.
 
 Account reads (history pages, summaries) are stored with the account's version, which the
-flusher bumps after every commit touching the account and before acknowledging it. A read
-fetches the current version and the cached copy in one MGET and uses the copy only if it
-was stored under that same version: a bump makes all older copies stale at once, so no
-read that starts after the flusher has finished a batch can be served data without it. Persisted transactions never change and
-are cached without invalidation, bounded by a TTL and Redis eviction.
+flusher replaces after every commit touching the account and before acknowledging it. A
+read fetches the current version and the cached copy in one MGET and uses the copy only
+if it was stored under that same version: a new version makes all older copies stale at
+once, so no read that starts after the flusher has finished a batch can be served data
+without it. Versions are random tokens that expire with the cache (core/cache_version.py):
+when the version key is missing, nothing cached is served, and a fresh version is created
+before the page is cached under it. Persisted transactions never change and are cached
+without invalidation, bounded by a TTL and Redis eviction.
 
 The cache is an optimisation: when Redis fails, reads go to PostgreSQL and nothing is
 stored.
@@ -18,6 +21,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from core.cache_version import new_version
 from core.constants import account_cache_key, account_version_key
 from gateway.nodes import Nodes
 
@@ -46,14 +50,22 @@ class ReadCache:
         if not self._enabled:
             return await load()
         key = account_cache_key(account, kind, suffix)
+        version_key = account_version_key(account)
         try:
-            version_key = account_version_key(account)
-            reply: Any = await self._nodes.pipe_for(version_key).call(b"MGET", version_key, key)
+            pipe = self._nodes.pipe_for(version_key)  # the same slot as key: one hash tag
+            reply: Any = await pipe.call(b"MGET", version_key, key)
+            version: bytes | None = reply[0]
+            cached = reply[1]
+            if version is None:
+                # Nothing cached for this account can be trusted; whoever creates the
+                # version first wins, and a flusher replacing it later makes this page stale.
+                cached = None
+                fresh = new_version()
+                created = await pipe.call(b"SET", version_key, fresh, b"NX", b"EX", self._ttl_s)
+                version = fresh if created is not None else None
         except (RedisError, OSError):
             self.stats.errors += 1
             return await load()
-        version = bytes(reply[0] or b"0")
-        cached = reply[1]
         if cached is not None:
             stored_version, _, value = bytes(cached).partition(b"|")
             if stored_version == version:
@@ -61,9 +73,10 @@ class ReadCache:
                 return value
         self.stats.misses += 1
         value = await load()
-        # Stored with the version read *before* loading: if the flusher bumped it
-        # meanwhile, this copy is already stale and will never be served.
-        await self._store(key, version + b"|" + value, self._ttl_s)
+        if version is not None:
+            # Stored with the version read *before* loading: if the flusher replaced it
+            # meanwhile, this copy is already stale and will never be served.
+            await self._store_account(version_key, key, bytes(version) + b"|" + value)
         return value
 
     async def immutable_get(self, key: bytes) -> bytes | None:
@@ -83,6 +96,17 @@ class ReadCache:
     async def immutable_set(self, key: bytes, value: bytes) -> None:
         if self._enabled:
             await self._store(key, value, self._immutable_ttl_s)
+
+    async def _store_account(self, version_key: bytes, key: bytes, value: bytes) -> None:
+        """The page, and its version kept alive at least as long (EXPIRE of a version the
+        flusher replaced meanwhile only keeps that newer version a little longer)."""
+        ttl = b"%d" % self._ttl_s
+        try:
+            await self._nodes.pipe_for(key).call_many(
+                [(b"SET", key, value, b"EX", ttl), (b"EXPIRE", version_key, ttl)]
+            )
+        except (RedisError, OSError):
+            self.stats.errors += 1
 
     async def _store(self, key: bytes, value: bytes, ttl_s: int) -> None:
         try:

@@ -280,4 +280,5 @@ async def test_migrations_apply_once(pg: asyncpg.Connection) -> None:
         "003_stream_incidents.sql",
         "004_history_reads.sql",
         "005_ledger_partitions.sql",
+        "006_stream_shards.sql",
     ]
