@@ -24,7 +24,7 @@ import pytest
 
 from devstack.processes import free_port
 from devstack.supervisor import CrashLoop, RestartPolicy, Supervisor, process_child
-from tests.helpers import ROOT, HttpClient
+from tests.helpers import ROOT, HttpClient, purchase
 from tests.reconcile import assert_exactly_once
 from tests.test_faults import Load, matrix_row
 from tests.test_port_guard import run_to_exit, runner_env
@@ -147,14 +147,36 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-async def restarted(client: HttpClient, name: str, old_pid: int, restarts: int) -> dict[str, Any]:
+async def restarted(
+    runner: Runner, client: HttpClient, name: str, old_pid: int, restarts: int
+) -> dict[str, Any]:
     async def check() -> dict[str, Any] | None:
         child = (await supervised(client)).get(name)
         ok = child and child["pid"] != old_pid and child["restarts"] >= restarts
         return child if ok and child["state"] == "running" else None
 
-    found: dict[str, Any] = await wait_for(check, f"{name} restarted")
+    try:
+        found: dict[str, Any] = await wait_for(check, f"{name} restarted")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; runner output:\n{runner.output()[-5000:]}") from None
     return found
+
+
+async def flushed_after(runner: Runner, client: HttpClient, load: Load, killed_at: float) -> float:
+    """Seconds from ``killed_at`` until a purchase sent now is in PostgreSQL."""
+    tx = f"{load.prefix}-probe"
+    assert (await client.post("/purchase", json=purchase(tx))).status_code == 200
+    load.acknowledged.add(tx)
+    conn = await asyncpg.connect(runner.database_url)
+    try:
+        query = "SELECT count(*) FROM transactions WHERE transaction_id = $1"
+        deadline = time.monotonic() + 40
+        while not await conn.fetchval(query, tx):
+            assert time.monotonic() < deadline, "the restarted flusher wrote nothing"
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+    return time.monotonic() - killed_at
 
 
 async def stored_exactly_once(runner: Runner, load: Load, timeout: float = 60) -> int:
@@ -198,7 +220,7 @@ async def kill_and_recover(
         load.mark_fault()
         killed_at = time.monotonic()
         kill(before)
-        after = await restarted(client, name, before["pid"], 1)
+        after = await restarted(runner, client, name, before["pid"], 1)
         if name == "gateway":  # serving again: a purchase sent after the kill got a 200
             deadline = time.monotonic() + 40
             while load.first_ok_after is None:
@@ -206,7 +228,7 @@ async def kill_and_recover(
                 await asyncio.sleep(0.05)
             recovery = load.first_ok_after
         else:  # serving again: a purchase acknowledged after the restart is in PostgreSQL
-            recovery = time.monotonic() - killed_at
+            recovery = await flushed_after(runner, client, load, killed_at)
         seen = len(load.acknowledged)
         await load.wait_for(seen + 200)
         metrics = (await client.get("/metrics")).text
