@@ -59,3 +59,7 @@ def transaction_cache_key(transaction_id: str) -> bytes:
 
 CACHE_PATTERN: Final = b"monokera:*cache:*"
 """Every cached read, for tools and tests that clear the cache."""
+
+SUPERVISOR_STATUS: Final = b"monokera:supervisor"
+"""Hash written by `make run`'s supervisor: one field per child process, its restarts and
+state as JSON, for the gateway's /readyz and /metrics (``core.supervisor_status``)."""

@@ -88,6 +88,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # embedded stack (`make run`, tests)
     data_dir: str = ".data"
     redis_appendfsync: Literal["always", "everysec", "no"] = "everysec"
+    restart_backoff_s: PositiveFloat = 0.5
+    """`make run` restarts a child that exited after this delay, doubled per quick exit..."""
+    restart_backoff_max_s: PositiveFloat = 10.0
+    """...up to this one..."""
+    restart_stable_after_s: PositiveFloat = 30.0
+    """...and back to the first once a run lasted this long."""
 
     def __post_init__(self) -> None:
         _check_url("REDIS_URL", self.redis_url, {"redis", "rediss", "unix"})

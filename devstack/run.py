@@ -1,25 +1,37 @@
-"""`make run`: the whole stack in the foreground, stopped cleanly by Ctrl-C.
+"""`make run`: the whole stack in the foreground, supervised, stopped cleanly by Ctrl-C.
 
 Starts embedded Redis and PostgreSQL (unless REDIS_URL / DATABASE_URL are set), applies the
-migrations, then the gateway (Granian) and the flusher as child processes. On SIGINT or
-SIGTERM it stops them in dependency order: gateway first (no new purchases), flusher next
-(its batch in hand commits), servers last. Data stays in the data folder for the next run.
+migrations, then the gateway (Granian) and the flusher as child processes. A child that dies
+is restarted with backoff while the others keep serving (``devstack.supervisor``); its
+restarts show in the gateway's /readyz and /metrics. On SIGINT or SIGTERM it stops them in
+dependency order: gateway first (no new purchases), flusher next (its batch in hand
+commits), servers last. Data stays in the data folder for the next run, which is locked
+against a second run, as the gateway's port is against a second server.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from core.settings import Settings, env_name, redact
-from devstack.processes import port_accepts, stop_process, wait_until
+from devstack.data_lock import DataDirInUse, DataLock
+from devstack.processes import port_accepts
 from devstack.stack import EmbeddedStack, migrate_url
+from devstack.supervisor import (
+    RestartPolicy,
+    Server,
+    StatusPublisher,
+    Supervisor,
+    process_child,
+    say,
+    server_child,
+)
+from gateway.port_guard import PortInUse, ensure_port_free
 
 DEFAULT_REDIS_PORT = 6390
 DEFAULT_PG_PORT = 5440
@@ -45,6 +57,15 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
+    lock = DataLock(Path(settings.data_dir).resolve())
+    try:
+        lock.acquire()
+        ensure_port_free(settings.host, settings.port)
+    except (DataDirInUse, PortInUse) as exc:
+        lock.release()
+        print(f"make run: {exc}", file=sys.stderr)
+        return 1
+
     env = dict(os.environ)
     embed_redis = env_name("redis_url") not in env
     embed_postgres = env_name("database_url") not in env
@@ -54,7 +75,7 @@ def main() -> int:
         pg_port=DEFAULT_PG_PORT,
         appendfsync=settings.redis_appendfsync,
     )
-    children: dict[str, subprocess.Popen[bytes]] = {}
+    supervisor: Supervisor | None = None
     try:
         stack.start(redis=embed_redis, postgres=embed_postgres)
         if embed_redis:
@@ -69,37 +90,50 @@ def main() -> int:
             stack.data_dir, embed_redis and stack.redis_url, embed_postgres and stack.database_url
         )
 
-        # Own sessions: a Ctrl-C reaches this runner only, which then stops things in order.
-        children["gateway"] = subprocess.Popen(gateway_command(), env=env, start_new_session=True)
-        children["flusher"] = subprocess.Popen(flusher_command(), env=env, start_new_session=True)
-        wait_until(lambda: port_accepts(settings.port), 30, "gateway listening")
+        # Stop order: gateway (no new purchases), flusher (its batch commits), servers.
+        stop_timeout = settings.shutdown_grace_s + 5
+        children = [
+            process_child("gateway", gateway_command(), env, stop_timeout),
+            process_child("flusher", flusher_command(), env, stop_timeout),
+        ]
+        servers: dict[str, Server] = {"postgres": stack.postgres} if embed_postgres else {}
+        if embed_redis:
+            servers["redis"] = stack.redis
+        for name, server in servers.items():  # already running: watched from now on
+            assert server.proc is not None
+            children.append(server_child(name, server).adopt(server.proc))
+        supervisor = Supervisor(
+            children,
+            RestartPolicy.from_settings(settings),
+            StatusPublisher.for_settings(settings),
+        )
+        for child in children[:2]:
+            child.launch()
+        deadline = time.monotonic() + 60
+        while not port_accepts(settings.port) and not stop_requested:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the gateway did not listen within 60 s; see its output above")
+            supervisor.tick()
+            time.sleep(0.05)
         say(
             f"\nMonokera is up in {time.monotonic() - started:.1f}s\n"
             f"  gateway       http://{settings.host}:{settings.port}  (POST /purchase)\n"
             f"  REDIS_URL     {redact(settings.redis_url)}{embedded_note(embed_redis)}\n"
             f"  DATABASE_URL  {redact(settings.database_url)}{embedded_note(embed_postgres)}\n"
             f"  data          {stack.data_dir}\n"
-            "Ctrl-C stops everything.\n"
+            "A child that exits is restarted. Ctrl-C stops everything.\n"
         )
         while not stop_requested:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    print(f"make run: {name} exited with {child.returncode}", file=sys.stderr)
-                    return 1
-            time.sleep(0.2)
+            supervisor.tick()
+            time.sleep(0.1)
         return 0
     finally:
         say("\nstopping: gateway, flusher, servers")
-        for child in children.values():
-            stop_process(child, signal.SIGTERM, timeout=settings.shutdown_grace_s + 5)
+        if supervisor is not None:
+            supervisor.stop_all()
         stack.stop()
+        lock.release()
         say("stopped; data kept for the next run")
-
-
-def say(text: str) -> None:
-    """Print, unless the terminal or pipe is gone (Ctrl-C also kills a `| tee`)."""
-    with contextlib.suppress(OSError):
-        print(text, flush=True)
 
 
 def write_stack_env(data_dir: Path, redis_url: str | bool, database_url: str | bool) -> None:

@@ -19,10 +19,12 @@ from granian.log import LogLevels
 
 from core import logs
 from core.settings import Settings
+from gateway.port_guard import exit_if_taken
 
 
 def main() -> int:
     settings = Settings.for_command("gateway")
+    exit_if_taken(settings.host, settings.port, "gateway")
     Granian(
         "gateway.app:app",
         address=settings.host,

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from core import logs
 from core.flusher_stats import FLUSHER_FIELDS, read_published_stats
 from core.settings import Settings
+from core.supervisor_status import read_status
 from gateway import openapi, redis_client
 from gateway.appender import StreamAppender
 from gateway.backlog import BacklogMonitor
@@ -246,6 +247,9 @@ class App:
                 "stream_length": backlog.stream_length,
                 "pending": backlog.pending,
             }
+        supervised = await self._supervised()
+        if supervised:
+            report["supervisor"] = supervised
         if self._backlog.refusal is not None:
             report["status"] = "overloaded"
             report["reason"] = self._backlog.refusal
@@ -305,6 +309,7 @@ class App:
             "monokera_pg_queries_total", "Read queries sent to PostgreSQL.", self._history.queries
         )
         lines += await self._flusher_metrics()
+        lines += self._supervisor_metrics(await self._supervised())
         return Response(200, ("\n".join(lines) + "\n").encode(), [CONTENT_TYPE_TEXT])
 
     async def _flusher_metrics(self) -> list[str]:
@@ -326,6 +331,47 @@ class App:
                     f"# TYPE monokera_flusher_{field} {'gauge' if field.endswith('_max') else 'counter'}",
                 ]
                 lines += [f"monokera_flusher_{field}{labels} {value}" for labels, value in samples]
+        return lines
+
+    async def _supervised(self) -> dict[str, dict[str, object]]:
+        """The processes `make run` supervises, as it publishes them; empty elsewhere."""
+        assert self._control is not None
+        try:
+            found = await read_status(self._control)
+        except (RedisError, OSError):
+            return {}
+        return {name: msgspec.structs.asdict(status) for name, status in found.items()}
+
+    @staticmethod
+    def _supervisor_metrics(supervised: dict[str, dict[str, object]]) -> list[str]:
+        if not supervised:
+            return []
+        names = sorted(supervised)
+        lines = [
+            "# HELP monokera_supervisor_restarts_total Restarts of a child process by `make run`.",
+            "# TYPE monokera_supervisor_restarts_total counter",
+        ]
+        lines += [
+            f'monokera_supervisor_restarts_total{{process="{label(n)}"}} {supervised[n]["restarts"]}'
+            for n in names
+        ]
+        lines += gauge(
+            "monokera_supervisor_up",
+            "1 while the child process runs, 0 while it is down or restarting.",
+            [
+                (f'{{process="{label(n)}"}}', int(supervised[n]["state"] == "running"))
+                for n in names
+            ],
+        )
+        lines += gauge(
+            "monokera_supervisor_last_exit_code",
+            "The child's last exit status (negative: the signal that killed it).",
+            [
+                (f'{{process="{label(n)}"}}', code)
+                for n in names
+                if isinstance(code := supervised[n]["last_exit_code"], int)
+            ],
+        )
         return lines
 
 
