@@ -10,6 +10,7 @@ COPY pyproject.toml README.md ./
 COPY core ./core
 COPY gateway ./gateway
 COPY flusher ./flusher
+COPY ops ./ops
 COPY devstack ./devstack
 RUN pip install --no-cache-dir . \
     && useradd --system --no-create-home monokera

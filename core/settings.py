@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import Meta
 
+from core.constants import MAX_SHARDS
+
 PREFIX = "MONOKERA_"
 _UNPREFIXED = frozenset({"redis_url", "database_url"})
 
@@ -33,7 +35,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/monokera"
     redis_cluster: bool = False
     """REDIS_URL names one node (a seed) of a Redis Cluster."""
-    stream_shards: Annotated[int, Meta(ge=1, le=1024)] = 1
+    stream_shards: Annotated[int, Meta(ge=1, le=MAX_SHARDS)] = 1
     """Purchase streams; a purchase's shard is a stable hash of its transaction_id."""
 
     # gateway

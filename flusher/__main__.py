@@ -18,7 +18,7 @@ import uvloop
 from core import logs
 from core.settings import Settings
 from flusher.connections import open_flushers
-from flusher.stranded import StrandedEntries
+from flusher.errors import StrandedEntries
 from flusher.worker import Flusher
 
 log = logging.getLogger("flusher")

@@ -1,36 +1,18 @@
-"""Open the flusher's Redis client and PostgreSQL stores from the settings."""
+"""Open the flusher's workers, each with its Redis client and PostgreSQL store."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import cast
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 
+from core.redis_clients import redis_client
 from core.settings import Settings
 from flusher.store import PurchaseStore
 from flusher.stream import GroupReader
 from flusher.worker import Flusher
 
 Close = Callable[[], Awaitable[None]]
-
-
-def redis_client(settings: Settings) -> Redis:
-    # The socket timeout must outlast the BLOCK of XREADGROUP.
-    socket_timeout = settings.redis_timeout_s + settings.batch_wait_ms / 1000
-    if settings.redis_cluster:
-        cluster = RedisCluster.from_url(
-            settings.redis_url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=settings.redis_timeout_s,
-        )
-        return cast(Redis, cluster)  # used only for commands both clients share
-    return Redis.from_url(
-        settings.redis_url,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=settings.redis_timeout_s,
-    )
 
 
 def purchase_store(settings: Settings, shard: int = 0) -> PurchaseStore:

@@ -2,7 +2,11 @@
 
 FlusherError
 ├── StoreUnavailable   PostgreSQL unreachable, restarting or shutting down: retry, ack nothing
-└── StreamUnavailable  Redis unreachable or failing: retry
+├── StreamUnavailable  an acknowledgement Redis kept refusing until the flusher stopped:
+│                      give it up, the entries stay pending and are delivered again
+└── StrandedEntries    unflushed entries above the shard count: refuse to start
+
+Redis unreachable (``REDIS_RETRYABLE``) is retried as redis-py raises it, not wrapped.
 
 Redis also refuses commands for a while without being unreachable: out of memory (OOM),
 a script running too long (BUSY), a failover or resharding under way (READONLY,
@@ -29,6 +33,8 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core.stranded import StrandedStream
+
 
 class FlusherError(Exception):
     pass
@@ -39,7 +45,34 @@ class StoreUnavailable(FlusherError):
 
 
 class StreamUnavailable(FlusherError):
-    pass
+    """Acknowledging failed and the flusher is stopping: no more retries.
+
+    Only ``Flusher.ack`` raises it, and only once ``stop()`` was called; ``Flusher.run``
+    ends the step quietly on it. The batch is committed, so its redelivery on the
+    next start inserts nothing: what is lost is an acknowledgement, never a purchase.
+    """
+
+
+class StrandedEntries(FlusherError):
+    """Unflushed entries in streams above the shard count (``core.stranded``).
+
+    Refused rather than drained: a lower count while entries are still unflushed is most
+    often a configuration mistake on one machine (its gateways may still write there),
+    and a flusher that quietly worked other streams than configured would hide it. The
+    message names the streams and what to set; draining with the old count is one command.
+    """
+
+    def __init__(self, shards: int, stranded: list[StrandedStream]) -> None:
+        self.stranded = stranded
+        needed = max(s.shard for s in stranded) + 1
+        streams = ", ".join(f"{s.stream} ({s.unflushed} unflushed)" for s in stranded)
+        super().__init__(
+            f"refusing to start: {sum(s.unflushed for s in stranded)} purchases are not yet"
+            f" flushed in streams above MONOKERA_STREAM_SHARDS={shards}, where no flusher"
+            f" would ever read them: {streams}. Set MONOKERA_STREAM_SHARDS={needed} (the"
+            " count they were written with) until they are flushed (python -m flusher"
+            " --drain does it and exits), then lower it again."
+        )
 
 
 PG_RETRYABLE: tuple[type[BaseException], ...] = (

@@ -11,25 +11,12 @@ from redis.exceptions import ResponseError
 
 from core.cache_version import BUMP_SCRIPT, new_version
 from core.constants import GROUP, PAYLOAD_FIELD, account_version_key, stream_key
+from core.replies import format_id, parse_id, text
 
 Entry = tuple[str, bytes | None]
 """A stream entry id and its payload (None when the entry has no payload field)."""
 
 _FIELD = PAYLOAD_FIELD.encode()
-
-
-def parse_id(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def format_id(parts: tuple[int, int]) -> str:
-    return f"{parts[0]}-{parts[1]}"
-
-
-def text(value: object) -> str:
-    """A Redis reply value as text (redis-py gives bytes unless told to decode)."""
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _entries(raw: list[Any]) -> list[Entry]:

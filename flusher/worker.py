@@ -20,11 +20,18 @@ from redis.exceptions import RedisError, ResponseError
 
 from core.events import event_decoder
 from core.flusher_stats import publish_stats
+from core.replies import parse_id
 from core.settings import Settings
-from flusher.errors import REDIS_RETRYABLE, StoreUnavailable, StreamUnavailable, is_transient
+from core.stranded import stranded_streams
+from flusher.errors import (
+    REDIS_RETRYABLE,
+    StoreUnavailable,
+    StrandedEntries,
+    StreamUnavailable,
+    is_transient,
+)
 from flusher.store import Decoded, PurchaseStore, Undecodable, WriteResult
-from flusher.stranded import StrandedEntries, stranded_streams
-from flusher.stream import Entry, GroupReader, is_missing_stream, parse_id
+from flusher.stream import Entry, GroupReader, is_missing_stream
 
 log = logging.getLogger("flusher")
 
@@ -325,9 +332,6 @@ class Flusher:
                 "batch_size_max": st.batch_size_max,
             },
         )
-
-    async def stopped(self) -> None:
-        await self._stopping.wait()
 
     def stop(self) -> None:
         """Idempotent: finish the batch in hand, then return from ``run``."""

@@ -10,7 +10,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from core.constants import GROUP, STREAM
-from flusher.reconcile import LEGS_BROKEN, ORPHAN_LEGS, Report, reconcile, render
+from ops.reconcile import LEGS_BROKEN, ORPHAN_LEGS, Report, reconcile, render
 
 
 async def wait_for_rows(dsn: str, expected: int, timeout: float = 60) -> int:

@@ -17,10 +17,10 @@ from redis.asyncio import Redis
 
 from core.settings import Settings
 from flusher.connections import open_flusher
-from flusher.reconcile import reconcile
 from flusher.store import PurchaseStore
 from flusher.worker import Flusher
 from gateway.history import HISTORY_AFTER, HISTORY_FIRST, HistoryStore
+from ops.reconcile import reconcile
 
 DAY = timedelta(days=1)
 

@@ -14,7 +14,7 @@ from core.constants import GROUP, PAYLOAD_FIELD, shard_of, stream_key
 from core.events import Leg, PurchaseEvent, encoder
 from core.settings import Settings
 from flusher.connections import open_flushers
-from flusher.reconcile import reconcile, render
+from ops.reconcile import reconcile, render
 from tests.conftest import env_for
 from tests.helpers import FlusherProcess, Gateway, purchase, serving
 

@@ -20,7 +20,7 @@ from tests.helpers import ROOT, HttpClient, purchase
 
 def trace(settings: Settings, *args: str) -> tuple[int, Any]:
     done = subprocess.run(
-        [sys.executable, "-m", "flusher.trace", *args, "--json"],
+        [sys.executable, "-m", "ops.trace", *args, "--json"],
         env=env_for(settings),
         cwd=ROOT,
         capture_output=True,

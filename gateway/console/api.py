@@ -2,7 +2,7 @@
 
 Only GETs, and nothing here writes: the overview reads the counters /metrics reads, the
 backlog per shard and a few facts about Redis and PostgreSQL; the trace is the one
-``make trace`` prints (``flusher.trace.trace_transaction``). No URL or password is shown.
+``make trace`` prints (``ops.trace.trace_transaction``). No URL or password is shown.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from core.backlog import measure
 from core.constants import stream_key
 from core.events import is_valid_transaction_id
 from core.flusher_stats import read_published_stats
+from core.replies import text
 from core.settings import Settings
-from flusher.trace import trace_transaction
 from gateway.appender import AppendStats
 from gateway.backlog import BacklogMonitor
 from gateway.cache import CacheStats
@@ -44,6 +44,7 @@ from gateway.reads import InvalidQuery
 from gateway.responses import Response, json_response
 from gateway.routing import Router
 from gateway.types import Receive, Scope
+from ops.trace import trace_transaction
 
 # An exact count up to a million purchases; past that the planner's estimate, so an open
 # console never makes PostgreSQL count a large table every few seconds.
@@ -200,13 +201,9 @@ class ConsoleApi:
         return json_response(200, _encoder.encode(found), _NO_STORE)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _durability(settings: Settings, config: dict[Any, Any] | None) -> Durability:
     """The README's durability modes, named from what Redis and the settings say."""
-    values = {_text(k): _text(v) for k, v in (config or {}).items()}
+    values = {text(k): text(v) for k, v in (config or {}).items()}
     appendonly, appendfsync = values.get("appendonly"), values.get("appendfsync")
     replicas = settings.ack_replicas
     if replicas:

@@ -6,8 +6,8 @@ from typing import Any
 
 import msgspec
 
-from flusher.trace import TxTrace
 from gateway.console.views import Overview
+from ops.trace import TxTrace
 
 
 def paths(json_error: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -1,12 +1,14 @@
 """Inspect the pipeline directly: one purchase end to end, or the stream as a whole.
 
-    python -m flusher.trace tx TRANSACTION_ID [--json]     (make trace TX=...)
-    python -m flusher.trace stream [--json]                (make stream)
+    python -m ops.trace tx TRANSACTION_ID [--json]     (make trace TX=...)
+    python -m ops.trace stream [--json]                (make stream)
 
 For a transaction: its stream entry, whether it is pending and on which consumer, its
 delivery count and idle time, and whether it is persisted (or was recorded as a rejected
 duplicate or a dead letter). For the stream: length, memory, consumer groups, lag,
 pending per consumer, age of the oldest unacknowledged entry, and the flushers' figures.
+
+``trace_transaction`` is also the console's trace (GET /console/api/trace).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 import msgspec
@@ -22,14 +24,32 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from core.backlog import measure
-from core.constants import GROUP, idempotency_key, shard_of, stream_key
+from core.constants import GROUP, PAYLOAD_FIELD, idempotency_key, shard_of, stream_key
 from core.events import event_decoder
 from core.flusher_stats import read_published_stats
+from core.redis_clients import redis_client
+from core.replies import parse_id, text
 from core.settings import Settings
-from flusher.connections import redis_client
-from flusher.stream import parse_id, text
+from ops._table import table
 
-LAG_SCAN_CAP = 100_000
+LAG_SCAN_CAP: Final = 100_000
+"""Redis 6.2 reports no lag: past this many undelivered entries counted, it shows ">="."""
+LAG_SCAN_CHUNK: Final = 5000
+
+PERSISTED: Final = """
+SELECT stream_entry_id, request_id, persisted_at FROM transactions WHERE transaction_id = $1
+"""
+
+REJECTED_DUPLICATES: Final = """
+SELECT stream_entry_id FROM duplicate_entries WHERE transaction_id = $1 ORDER BY recorded_at
+"""
+
+# Entry ids are unique per stream only: the shard is part of the key.
+DEAD_LETTER: Final = """
+SELECT error FROM dead_letters WHERE stream_shard = $1 AND stream_entry_id = $2
+"""
+
+_PAYLOAD: Final = PAYLOAD_FIELD.encode()
 
 
 class TxTrace(msgspec.Struct):
@@ -86,11 +106,7 @@ async def trace_transaction(
     shard = shard_of(tx, shards)
     stream = stream_key(shard)
     marker: Any = await redis.get(idempotency_key(shard, tx))
-    row = await conn.fetchrow(
-        "SELECT stream_entry_id, request_id, persisted_at FROM transactions"
-        " WHERE transaction_id = $1",
-        tx,
-    )
+    row = await conn.fetchrow(PERSISTED, tx)
     if marker is not None:
         trace.stream_entry_id = text(marker).rpartition("|")[2]
         trace.idempotency_ttl_s = int(await redis.ttl(idempotency_key(shard, tx)))
@@ -101,7 +117,7 @@ async def trace_transaction(
         found: Any = await redis.xrange(stream, entry_id, entry_id)
         if found:
             trace.in_stream = True
-            event = event_decoder.decode(found[0][1][b"p"])
+            event = event_decoder.decode(found[0][1][_PAYLOAD])
             trace.request_id, trace.accepted_at_us = event.request_id, event.accepted_at_us
             delivered = await _last_delivered(redis, stream)
             orphaned = delivered is not None and parse_id(entry_id) <= delivered
@@ -121,19 +137,10 @@ async def trace_transaction(
         trace.persisted_entry_id = row["stream_entry_id"]
         trace.request_id = trace.request_id or row["request_id"]
     trace.rejected_duplicates = [
-        r["stream_entry_id"]
-        for r in await conn.fetch(
-            "SELECT stream_entry_id FROM duplicate_entries WHERE transaction_id = $1"
-            " ORDER BY recorded_at",
-            tx,
-        )
+        r["stream_entry_id"] for r in await conn.fetch(REJECTED_DUPLICATES, tx)
     ]
     if trace.stream_entry_id:
-        trace.dead_letter = await conn.fetchval(
-            "SELECT error FROM dead_letters WHERE stream_shard = $1 AND stream_entry_id = $2",
-            shard,
-            trace.stream_entry_id,
-        )
+        trace.dead_letter = await conn.fetchval(DEAD_LETTER, shard, trace.stream_entry_id)
     return trace
 
 
@@ -201,9 +208,9 @@ async def _lag(redis: Redis, stream: str, group: Any, last_delivered: str) -> tu
         return int(group["lag"]), False
     counted, cursor = 0, f"({last_delivered}"
     while counted < LAG_SCAN_CAP:
-        chunk: Any = await redis.xrange(stream, min=cursor, count=5000)
+        chunk: Any = await redis.xrange(stream, min=cursor, count=LAG_SCAN_CHUNK)
         counted += len(chunk)
-        if len(chunk) < 5000:
+        if len(chunk) < LAG_SCAN_CHUNK:
             return counted, False
         cursor = "(" + text(chunk[-1][0])
     return counted, True
@@ -229,7 +236,7 @@ def render_tx(t: TxTrace) -> str:
         ("rejected duplicates", ", ".join(t.rejected_duplicates) or "-"),
         ("dead letter", t.dead_letter or "-"),
     ]
-    return _table(rows)
+    return table(rows)
 
 
 def render_stream(v: StreamView) -> str:
@@ -260,12 +267,7 @@ def render_stream(v: StreamView) -> str:
                 f"batches {figures.get('batches_total')}, rows {figures.get('rows_written_total')}",
             )
         )
-    return _table(rows)
-
-
-def _table(rows: list[tuple[str, object]]) -> str:
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    return table(rows)
 
 
 async def _main(settings: Settings, args: argparse.Namespace) -> int:
@@ -292,7 +294,7 @@ async def _main(settings: Settings, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m flusher.trace",
+        prog="python -m ops.trace",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

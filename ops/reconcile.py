@@ -1,16 +1,17 @@
 """Compare the stream, its consumer group and PostgreSQL, and say what does not add up.
 
-``python -m flusher.reconcile [--json]`` (or ``make reconcile``). Exit status 1 when a
+``python -m ops.reconcile [--json]`` (or ``make reconcile``). Exit status 1 when a
 discrepancy is found: an acknowledged entry missing from PostgreSQL, a transaction without
 exactly one DEBIT and one CREDIT, a ledger leg without its transaction, or unflushed
-entries stranded in a stream above the shard count (see flusher.stranded).
+entries stranded in a stream above the shard count (see core.stranded).
 
 Every entry still in the stream is classified: undelivered, pending (on which consumer),
 or acknowledged; an acknowledged one must be in PostgreSQL as a transaction, a recorded
 duplicate or a dead letter of the same shard (entry ids are unique per stream only).
-Entries trimmed from the stream are checked on the PostgreSQL side only (legs and orphans). Transactions older than the ledger's retention (persisted
-before its oldest partition begins: see ``MONOKERA_LEDGER_RETENTION_DAYS``) have had their
-legs dropped on purpose and are left out of the leg checks.
+Entries trimmed from the stream are checked on the PostgreSQL side only (legs and orphans).
+Transactions older than the ledger's retention (persisted before its oldest partition
+begins: see ``MONOKERA_LEDGER_RETENTION_DAYS``) have had their legs dropped on purpose and
+are left out of the leg checks.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import argparse
 import asyncio
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 import msgspec
@@ -27,20 +28,28 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from core.constants import GROUP, stream_key
+from core.redis_clients import redis_client
+from core.replies import parse_id, text
 from core.settings import Settings
-from flusher.connections import redis_client
-from flusher.stranded import streams_beyond
-from flusher.stream import parse_id, text
+from core.stranded import streams_beyond
+from ops._table import table
 
-SCAN_CHUNK = 5000
+SCAN_CHUNK: Final = 5000
+
+COUNTS: Final = """
+SELECT (SELECT count(*) FROM transactions),
+       (SELECT count(*) FROM ledger_entries),
+       (SELECT count(*) FROM duplicate_entries),
+       (SELECT count(*) FROM dead_letters)
+"""
 
 # A transaction's persisted_at is its legs' recorded_at (one time per batch): legs older
 # than the oldest ledger partition were dropped by retention, not lost.
-RETAINED_FROM = "SELECT min(lower_bound) FROM ledger_partitions"
+RETAINED_FROM: Final = "SELECT min(lower_bound) FROM ledger_partitions"
 
-PAST_RETENTION = "SELECT count(*) FROM transactions WHERE persisted_at < $1"
+PAST_RETENTION: Final = "SELECT count(*) FROM transactions WHERE persisted_at < $1"
 
-LEGS_BROKEN = """
+LEGS_BROKEN: Final = """
 SELECT t.transaction_id
 FROM transactions t LEFT JOIN ledger_entries l USING (transaction_id)
 WHERE $1::timestamptz IS NULL OR t.persisted_at >= $1
@@ -53,12 +62,12 @@ HAVING count(l.entry_id) <> 2
 LIMIT 100
 """
 
-ORPHAN_LEGS = """
+ORPHAN_LEGS: Final = """
 SELECT count(*) FROM ledger_entries l
 WHERE NOT EXISTS (SELECT 1 FROM transactions t WHERE t.transaction_id = l.transaction_id)
 """
 
-STORED_ENTRIES = """
+STORED_ENTRIES: Final = """
 SELECT stream_entry_id FROM transactions
 WHERE stream_shard = $1 AND stream_entry_id = ANY($2::text[])
 UNION ALL
@@ -80,7 +89,7 @@ class Report(msgspec.Struct):
     acknowledged_missing_in_postgres: list[str] = []
     """``<stream key> <entry id>``: entry ids are unique per stream only."""
     stranded: dict[str, int] = {}
-    """Streams above the shard count (see flusher.stranded): their unflushed entries."""
+    """Streams above the shard count (see core.stranded): their unflushed entries."""
     transactions: int = 0
     transactions_past_retention: int = 0
     ledger_entries: int = 0
@@ -125,10 +134,9 @@ async def reconcile(redis: Redis, conn: asyncpg.Connection, shards: int = 1) -> 
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         for state in states:
             await _scan_stream(redis, conn, state, report)
-        report.transactions = await conn.fetchval("SELECT count(*) FROM transactions")
-        report.ledger_entries = await conn.fetchval("SELECT count(*) FROM ledger_entries")
-        report.duplicate_entries = await conn.fetchval("SELECT count(*) FROM duplicate_entries")
-        report.dead_letters = await conn.fetchval("SELECT count(*) FROM dead_letters")
+        [counts] = await conn.fetch(COUNTS)
+        report.transactions, report.ledger_entries = counts[0], counts[1]
+        report.duplicate_entries, report.dead_letters = counts[2], counts[3]
         retained_from = await conn.fetchval(RETAINED_FROM)
         if retained_from is not None:
             report.transactions_past_retention = await conn.fetchval(PAST_RETENTION, retained_from)
@@ -195,7 +203,7 @@ async def _scan_stream(
 
 
 def render(report: Report) -> str:
-    rows = [
+    rows: list[tuple[str, object]] = [
         ("stream length", report.stream_length),
         ("consumer group", GROUP if report.group_exists else "MISSING"),
         ("undelivered", report.undelivered),
@@ -212,8 +220,7 @@ def render(report: Report) -> str:
         ("transactions with broken legs", len(report.transactions_with_broken_legs)),
         ("ledger legs without transaction", report.orphan_legs),
     ]
-    width = max(len(name) for name, _ in rows)
-    lines = [f"{name:<{width}}  {value}" for name, value in rows]
+    lines = [table(rows)]
     for entry in report.acknowledged_missing_in_postgres[:20]:
         lines.append(f"MISSING acknowledged entry {entry}")
     for stream, count in sorted(report.stranded.items()):
@@ -244,7 +251,7 @@ async def _main(settings: Settings, as_json: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flusher.reconcile", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ops.reconcile", description=__doc__)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     settings = Settings.for_command("reconcile")

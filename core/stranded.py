@@ -1,14 +1,10 @@
 """Entries stranded in streams above the configured shard count.
 
 Lowering ``MONOKERA_STREAM_SHARDS`` leaves the streams of the shards above it where they
-are: no flusher reads them any more, and backlog and reconcile do not look at them, so
+are: no flusher reads them any more, and the backlog measure does not look at them, so
 what was not yet flushed there would silently never reach PostgreSQL. The flusher refuses
-to start while any such entry exists (see ``StrandedEntries``), and reconcile reports them.
-
-Refusing rather than draining them: a lower count while entries are still unflushed is
-most often a configuration mistake on one machine (its gateways may still write there),
-and a flusher that quietly worked other streams than configured would hide it. The
-message names the streams and what to set; draining with the old count is one command.
+to start while any such entry exists (``flusher.errors.StrandedEntries``), and reconcile
+reports them (``ops.reconcile``): both find them here.
 
 The streams are found by probing the shard numbers from the configured count up to the
 largest count the settings allow (one XLEN each, pipelined): cheaper than a SCAN over a
@@ -24,12 +20,8 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from core.constants import GROUP, stream_key
-from flusher.errors import FlusherError
-from flusher.stream import text
-
-MAX_SHARDS: Final = 1024
-"""The upper bound of ``Settings.stream_shards``: no stream above it can exist."""
+from core.constants import GROUP, MAX_SHARDS, stream_key
+from core.replies import text
 
 _CHUNK: Final = 1000
 
@@ -41,22 +33,6 @@ class StrandedStream:
     length: int
     unflushed: int
     """Entries not yet acknowledged by the flusher group: pending or never delivered."""
-
-
-class StrandedEntries(FlusherError):
-    """Unflushed entries in streams above the shard count: refuse to start."""
-
-    def __init__(self, shards: int, stranded: list[StrandedStream]) -> None:
-        self.stranded = stranded
-        needed = max(s.shard for s in stranded) + 1
-        streams = ", ".join(f"{s.stream} ({s.unflushed} unflushed)" for s in stranded)
-        super().__init__(
-            f"refusing to start: {sum(s.unflushed for s in stranded)} purchases are not yet"
-            f" flushed in streams above MONOKERA_STREAM_SHARDS={shards}, where no flusher"
-            f" would ever read them: {streams}. Set MONOKERA_STREAM_SHARDS={needed} (the"
-            " count they were written with) until they are flushed (python -m flusher"
-            " --drain does it and exits), then lower it again."
-        )
 
 
 async def streams_beyond(redis: Redis, shards: int) -> list[StrandedStream]:
