@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from core.constants import GROUP, STREAM, stream_key
+from core.groups import group_info
 from core.replies import parse_id, text
 
 
@@ -33,11 +33,7 @@ async def measure(redis: Redis, stream: str = STREAM, group: str = GROUP) -> Bac
     oldest_ms: int | None = None
     oldest_id = last = ""
     pending = 0
-    try:
-        groups: Any = await redis.xinfo_groups(stream)
-        info = next((g for g in groups if g["name"] in (group, group.encode())), None)
-    except ResponseError:
-        info = None  # no stream yet
+    info = await group_info(redis, stream, group)
     if info is None:
         first = await redis.xrange(stream, count=1)
         oldest_ms = _id_ms(first[0][0]) if first else None

@@ -15,12 +15,12 @@ the cluster pipeline sends each key to the node that owns it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
-from core.constants import GROUP, MAX_SHARDS, stream_key
+from core.constants import MAX_SHARDS, stream_key
+from core.groups import group_info
 from core.replies import text
 
 _CHUNK: Final = 1000
@@ -60,11 +60,7 @@ async def stranded_streams(redis: Redis, shards: int) -> list[StrandedStream]:
 
 
 async def _unflushed(redis: Redis, stream: str) -> int:
-    try:
-        groups: Any = await redis.xinfo_groups(stream)
-    except ResponseError:
-        groups = []
-    info = next((g for g in groups if text(g["name"]) == GROUP), None)
+    info = await group_info(redis, stream)
     if info is None:
         return int(await redis.xlen(stream))  # nothing of it was ever delivered
     pending = int(info["pending"])

@@ -25,9 +25,9 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from core.constants import GROUP, stream_key
+from core.groups import group_info
 from core.redis_clients import redis_client
 from core.replies import parse_id, text
 from core.settings import Settings
@@ -151,11 +151,7 @@ async def _group_state(redis: Redis, shard: int, report: Report) -> _GroupState:
     stream = stream_key(shard)
     state = _GroupState(shard)
     report.stream_length += int(await redis.xlen(stream))
-    try:
-        groups: Any = await redis.xinfo_groups(stream)
-    except ResponseError:
-        groups = []
-    info = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
+    info = await group_info(redis, stream)
     if info is None:
         report.group_exists = False
         return state

@@ -27,6 +27,7 @@ from core.backlog import measure
 from core.constants import GROUP, PAYLOAD_FIELD, idempotency_key, shard_of, stream_key
 from core.events import event_decoder
 from core.flusher_stats import read_published_stats
+from core.groups import group_info, groups_of
 from core.redis_clients import redis_client
 from core.replies import parse_id, text
 from core.settings import Settings
@@ -145,14 +146,8 @@ async def trace_transaction(
 
 
 async def _last_delivered(redis: Redis, stream: str) -> tuple[int, int] | None:
-    try:
-        groups: Any = await redis.xinfo_groups(stream)
-    except ResponseError:
-        return None
-    for g in groups:
-        if text(g["name"]) == GROUP:
-            return parse_id(text(g["last-delivered-id"]))
-    return None
+    info = await group_info(redis, stream)
+    return None if info is None else parse_id(text(info["last-delivered-id"]))
 
 
 async def inspect_stream(redis: Redis, shard: int = 0) -> StreamView:
@@ -166,12 +161,8 @@ async def inspect_stream(redis: Redis, shard: int = 0) -> StreamView:
         memory = None
     info: Any = await redis.info("memory")
     backlog = await measure(redis, stream)
-    try:
-        raw_groups: Any = await redis.xinfo_groups(stream)
-    except ResponseError:
-        raw_groups = []
     groups = []
-    for g in raw_groups:
+    for g in await groups_of(redis, stream):
         name = text(g["name"])
         last_delivered = text(g["last-delivered-id"])
         consumers: Any = await redis.xinfo_consumers(stream, name)
