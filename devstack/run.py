@@ -53,6 +53,7 @@ def main() -> int:
         redis_port=DEFAULT_REDIS_PORT,
         pg_port=DEFAULT_PG_PORT,
         appendfsync=settings.redis_appendfsync,
+        redis_version=settings.embedded_redis,
     )
     children: dict[str, subprocess.Popen[bytes]] = {}
     try:
