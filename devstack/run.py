@@ -74,6 +74,7 @@ def main() -> int:
         redis_port=DEFAULT_REDIS_PORT,
         pg_port=DEFAULT_PG_PORT,
         appendfsync=settings.redis_appendfsync,
+        redis_version=settings.embedded_redis,
     )
     supervisor: Supervisor | None = None
     try:

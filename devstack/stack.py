@@ -1,4 +1,9 @@
-"""The embedded stack: Redis and PostgreSQL from wheels, data in one folder, schema migrated."""
+"""The embedded stack: Redis and PostgreSQL from wheels, data in one folder, schema migrated.
+
+``make run`` keeps its data folder across runs. Redis 8 reads the AOF folder a Redis 6.2
+left (appendonly.aof is upgraded in place), but 6.2 cannot read what 8 wrote: switching a
+data folder back to ``MONOKERA_EMBEDDED_REDIS=6.2`` needs a fresh one.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import asyncpg
 from core.migrate import migrate
 from devstack.postgres_server import PostgresServer
 from devstack.processes import free_port
-from devstack.redis_server import RedisServer
+from devstack.redis_server import DEFAULT_REDIS_VERSION, RedisServer, RedisVersion
 
 DATABASE = "monokera"
 
@@ -23,13 +28,17 @@ class EmbeddedStack:
     pg_port: int | None = None
     appendfsync: str = "everysec"
     durable: bool = True
+    redis_version: RedisVersion = DEFAULT_REDIS_VERSION
     redis: RedisServer = field(init=False)
     postgres: PostgresServer = field(init=False)
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
         self.redis = RedisServer(
-            self.data_dir / "redis", free_port(self.redis_port), appendfsync=self.appendfsync
+            self.data_dir / "redis",
+            free_port(self.redis_port),
+            appendfsync=self.appendfsync,
+            version=self.redis_version,
         )
         self.postgres = PostgresServer(
             self.data_dir / "postgres", free_port(self.pg_port), durable=self.durable

@@ -10,6 +10,7 @@ the app's (``gateway.deadlines``).
 
 from __future__ import annotations
 
+import math
 import sys
 
 from granian import Granian
@@ -36,6 +37,8 @@ def main() -> int:
         http=HTTPModes.http1,
         http1_settings=HTTP1Settings(header_read_timeout=round(settings.header_timeout_s * 1000)),
         backpressure=settings.connections_per_worker,
+        # A worker still busy past the grace period is killed, not waited for forever.
+        workers_kill_timeout=max(1, math.ceil(settings.shutdown_grace_s)),
         log_level=LogLevels(settings.log_level.lower()),
         log_access=settings.access_log,
         log_dictconfig=logs.granian_dictconfig(settings.log_level),

@@ -11,6 +11,11 @@ The script checks each purchase's idempotency key and appends it in the same ato
 so concurrent retries of one transaction_id produce exactly one stream entry. A purchase's
 shard is a stable hash of its transaction_id, and its idempotency key shares the shard
 stream's hash tag, so the script stays atomic on a Redis Cluster too.
+
+With ``ack_replicas`` each round trip ends with ``WAIT``, which waits for this connection's
+own last write. A replay found the purchase written earlier, perhaps by another connection
+or gateway; so that its ``WAIT`` covers that entry too, the script then writes on replays
+as well (it sets the idempotency key's expiry again, to the same instant).
 """
 
 from __future__ import annotations
@@ -84,6 +89,8 @@ class StreamAppender:
         self._retry_after_s = retry_after_s
         self._ack_replicas = ack_replicas
         self._ack_replicas_timeout_ms = ack_replicas_timeout_ms
+        # A replay must write something for WAIT to cover the original entry (append.lua).
+        self._replay_writes = b"1" if ack_replicas else b"0"
         self._batches: list[list[Pending]] = [[] for _ in range(shards)]
         self._waiting = 0
         self._scheduled = False
@@ -184,7 +191,7 @@ class StreamAppender:
         commands: list[tuple[Arg, ...]] = []
         for shard, items in batches.items():
             keys: list[bytes] = [self._streams[shard]]
-            args: list[bytes] = [self._ttl]
+            args: list[bytes] = [self._ttl, self._replay_writes]
             for item in items:
                 keys.append(item.key)
                 args.append(item.fingerprint)

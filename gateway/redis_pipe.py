@@ -63,12 +63,19 @@ class _Protocol(asyncio.Protocol):
         self._fail_all(RedisConnectionError(f"connection to Redis lost: {exc!r}"))
 
     def send(self, commands: Sequence[tuple[Arg, ...]]) -> list[asyncio.Future[Reply]]:
-        """Write the commands; a future per reply, resolved in order as replies arrive."""
+        """Write the commands; a future per reply, resolved in order as replies arrive.
+
+        Everything is packed before any future is queued: a command that cannot be packed
+        (``TypeError``, e.g. a None argument) raises here with nothing of the batch sent
+        and no future left in the queue, where it would take the next reply and shift
+        every later reply on this connection to the wrong caller.
+        """
         assert self.transport is not None
+        packed = [_pack(cmd) for cmd in commands]
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
         self.waiters.extend(futures)
-        self.transport.writelines([_pack(cmd) for cmd in commands])
+        self.transport.writelines(packed)
         return futures
 
     def abort(self, exc: Exception) -> None:
@@ -115,7 +122,8 @@ class RedisPipe:
         """Send the commands at once, in order; their replies in the same order. A command
         Redis refuses raises its ``ResponseError`` once all replies are in, or with
         ``return_errors`` stands in the list in place of its reply. A lost connection or
-        a timeout raises either way."""
+        a timeout raises either way. An argument that cannot be packed raises
+        ``TypeError`` before any of the commands is sent."""
         protocol = self._protocol
         if protocol is None or protocol.closed:
             protocol = await self._connect()

@@ -1,4 +1,11 @@
-"""Real servers for the whole session, a clean stream and schema for every test."""
+"""Real servers for the whole session, a clean stream and schema for every test.
+
+Redis 8.2 is the default. A test marked ``@both_redis`` (or a module with
+``pytestmark = both_redis``) runs once per Redis version, the version in its id
+(``[redis8.2]``, ``[redis6.2]``): ``redis_version`` picks the servers, the gateway and the
+cluster of that version. Each is started once per session, the first time a test asks for
+it, and all of them live until the session ends, so a test's order never restarts one.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,14 @@ import pytest
 from redis.asyncio import Redis
 
 from core.settings import Settings
+from devstack.processes import free_port
 from devstack.redis_cluster import RedisCluster
+from devstack.redis_server import (
+    DEFAULT_REDIS_VERSION,
+    REDIS_VERSIONS,
+    RedisServer,
+    RedisVersion,
+)
 from devstack.stack import EmbeddedStack
 from flusher.connections import open_flusher
 from flusher.worker import Flusher
@@ -26,6 +40,12 @@ TABLES = (
 )
 
 
+both_redis = pytest.mark.parametrize(
+    "redis_version", REDIS_VERSIONS, indirect=True, ids=lambda v: f"redis{v}"
+)
+"""Run the test on every Redis version the project supports."""
+
+
 @pytest.fixture(scope="session")
 def workdir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="monokera-test-"))
@@ -34,8 +54,16 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture
+def redis_version(request: pytest.FixtureRequest) -> RedisVersion:
+    """The Redis this test runs on: the default unless ``both_redis`` parametrizes it."""
+    version: RedisVersion = getattr(request, "param", DEFAULT_REDIS_VERSION)
+    return version
+
+
 @pytest.fixture(scope="session")
 def stack(workdir: Path) -> Iterator[EmbeddedStack]:
+    """PostgreSQL, shared by every version, and the default version's Redis."""
     stack = EmbeddedStack(workdir / "stack", durable=False)
     stack.start()
     yield stack
@@ -43,20 +71,51 @@ def stack(workdir: Path) -> Iterator[EmbeddedStack]:
 
 
 @pytest.fixture(scope="session")
-def redis_cluster(workdir: Path) -> Iterator[RedisCluster]:
-    """Six redis-servers, started only when a test asks: the rest of the suite does not pay."""
-    cluster = RedisCluster(workdir / "redis-cluster")
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+def _redis_servers(stack: EmbeddedStack) -> Iterator[dict[RedisVersion, RedisServer]]:
+    servers: dict[RedisVersion, RedisServer] = {DEFAULT_REDIS_VERSION: stack.redis}
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(
+    redis_version: RedisVersion, _redis_servers: dict[RedisVersion, RedisServer], workdir: Path
+) -> RedisServer:
+    """The session's Redis of this test's version, started the first time it is asked for."""
+    server = _redis_servers.get(redis_version)
+    if server is None:
+        server = RedisServer(workdir / f"redis-{redis_version}", free_port(), version=redis_version)
+        server.start()
+        _redis_servers[redis_version] = server
+    return server
 
 
 @pytest.fixture(scope="session")
-def settings(stack: EmbeddedStack) -> Settings:
+def _redis_clusters(workdir: Path) -> Iterator[dict[RedisVersion, RedisCluster]]:
+    clusters: dict[RedisVersion, RedisCluster] = {}
+    yield clusters
+    for cluster in clusters.values():
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster(
+    redis_version: RedisVersion, _redis_clusters: dict[RedisVersion, RedisCluster], workdir: Path
+) -> RedisCluster:
+    """Six redis-servers, started only when a test asks: the rest of the suite does not pay."""
+    cluster = _redis_clusters.get(redis_version)
+    if cluster is None:
+        cluster = RedisCluster(workdir / f"redis-cluster-{redis_version}", version=redis_version)
+        _redis_clusters[redis_version] = cluster  # stopped at the end even if start fails
+        cluster.start()
+    return cluster
+
+
+@pytest.fixture
+def settings(stack: EmbeddedStack, redis_server: RedisServer) -> Settings:
     return Settings(
-        redis_url=stack.redis_url,
+        redis_url=redis_server.url,
         database_url=stack.database_url,
         consumer="test-flusher",
         batch_size=500,
@@ -105,10 +164,26 @@ async def clean(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="session")
-def gateway(settings: Settings, workdir: Path) -> Iterator[Gateway]:
-    gw = Gateway(env_for(settings), workdir / "gateway.log")
-    yield gw
-    gw.stop()
+def _gateways() -> Iterator[dict[RedisVersion, Gateway]]:
+    gateways: dict[RedisVersion, Gateway] = {}
+    yield gateways
+    for gw in gateways.values():
+        gw.stop()
+
+
+@pytest.fixture
+def gateway(
+    settings: Settings,
+    redis_version: RedisVersion,
+    _gateways: dict[RedisVersion, Gateway],
+    workdir: Path,
+) -> Gateway:
+    """The session's gateway on this test's Redis, started the first time it is asked for."""
+    gw = _gateways.get(redis_version)
+    if gw is None:
+        gw = Gateway(env_for(settings), workdir / f"gateway-redis{redis_version}.log")
+        _gateways[redis_version] = gw
+    return gw
 
 
 @pytest.fixture

@@ -80,6 +80,10 @@ class Process:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         """Stop it if it runs; either way close its log. Returns its exit status."""
         stop_process(self.proc, sig, timeout)
+        # Whatever the main process left behind in its session (a Granian worker that did
+        # not stop with it) goes too: nothing of a test outlives it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         if not self._out.closed:
             self._out.close()
         return self.proc.returncode

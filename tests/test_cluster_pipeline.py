@@ -20,11 +20,13 @@ from core.constants import stream_key
 from core.settings import Settings
 from devstack.redis_cluster import RedisCluster, command
 from ops.trace import trace_transaction
-from tests.conftest import env_for
+from tests.conftest import both_redis, env_for
 from tests.helpers import FlusherProcess, Gateway, HttpClient, flusher_processes, purchase, serving
 from tests.reconcile import assert_exactly_once, assert_reconciles, wait_for_rows
 
 SHARDS = 6
+
+pytestmark = both_redis
 
 
 @pytest.fixture

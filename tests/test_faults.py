@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import shutil
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -25,9 +26,9 @@ from redis.asyncio import Redis
 from core.constants import GROUP, STREAM
 from core.settings import Settings
 from devstack.processes import free_port
-from devstack.redis_server import RedisServer
+from devstack.redis_server import RedisServer, RedisVersion
 from devstack.stack import EmbeddedStack
-from tests.conftest import env_for
+from tests.conftest import both_redis, env_for
 from tests.helpers import FlusherProcess, Gateway, HttpClient, purchase
 from tests.reconcile import (
     assert_exactly_once,
@@ -147,10 +148,14 @@ def processes() -> Iterator[list[FlusherProcess | Gateway]]:
 
 
 @pytest.fixture(params=["everysec", "always"])
-async def own_redis(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RedisServer]:
+async def own_redis(
+    request: pytest.FixtureRequest, redis_version: RedisVersion, tmp_path: Path
+) -> AsyncIterator[RedisServer]:
     """A Redis of the test's own, to kill and wipe without touching the session's, in the
     default mode and in the durable-ack mode (every acknowledgment waits for fsync)."""
-    server = RedisServer(tmp_path / "own-redis", free_port(), appendfsync=request.param)
+    server = RedisServer(
+        tmp_path / "own-redis", free_port(), appendfsync=request.param, version=redis_version
+    )
     server.start()
     yield server
     server.kill()
@@ -187,6 +192,7 @@ async def test_gateway_killed_under_load(
     matrix_row("kill -9 gateway", len(acknowledged), len(acknowledged), recovery)
 
 
+@both_redis
 async def test_flusher_killed_mid_batch_twice_in_a_row(
     client: HttpClient,
     gateway: Gateway,
@@ -243,6 +249,7 @@ async def test_sigterm_commits_the_batch_in_hand_before_exiting(
     await assert_exactly_once(pg, acknowledged)
 
 
+@both_redis
 async def test_redis_killed_under_load_and_restarted_from_its_aof(
     own_redis: RedisServer, settings: Settings, pg: asyncpg.Connection, tmp_path: Path
 ) -> None:
@@ -315,6 +322,7 @@ async def test_postgres_down_for_30s_under_load(
     )
 
 
+@both_redis
 async def test_frozen_flusher_is_taken_over_by_a_second_one(
     gateway: Gateway, settings: Settings, redis: Redis, pg: asyncpg.Connection, tmp_path: Path
 ) -> None:
@@ -357,6 +365,7 @@ async def test_frozen_flusher_is_taken_over_by_a_second_one(
     )
 
 
+@both_redis
 async def test_redis_restarted_without_its_data_is_an_explicit_incident(
     own_redis: RedisServer, settings: Settings, pg: asyncpg.Connection, tmp_path: Path
 ) -> None:
@@ -383,7 +392,12 @@ async def test_redis_restarted_without_its_data_is_an_explicit_incident(
 
         own_redis.kill()
         for leftover in own_redis.data_dir.glob("appendonly*"):
-            leftover.unlink()  # the AOF is gone: Redis comes back empty
+            # The AOF is gone, Redis comes back empty: appendonly.aof on Redis 6.2, the
+            # appendonlydir/ folder (base, increments, manifest) on Redis 7 and later.
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
         own_redis.start()
         await own.aclose()
         own = Redis.from_url(own_redis.url)

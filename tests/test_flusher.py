@@ -18,6 +18,7 @@ from flusher.errors import StoreUnavailable
 from flusher.store import PurchaseStore
 from flusher.stream import GroupReader
 from flusher.worker import Flusher, decode_entries
+from tests.conftest import both_redis
 from tests.helpers import HttpClient, purchase
 from tests.reconcile import wait_for_rows
 
@@ -144,6 +145,7 @@ async def test_two_entries_of_one_transaction_in_one_batch_write_the_first(
     assert await pg.fetchval("SELECT stream_entry_id FROM duplicate_entries") == ids[1]
 
 
+@both_redis
 async def test_entries_left_pending_by_a_dead_consumer_are_reclaimed(
     client: HttpClient, flusher: Flusher, redis: Redis, pg: asyncpg.Connection
 ) -> None:
@@ -170,6 +172,7 @@ async def test_entries_pending_on_a_live_consumer_are_left_alone(
     assert pending["pending"] == 3
 
 
+@both_redis
 async def test_trim_never_removes_an_unflushed_entry(
     client: HttpClient, flusher: Flusher, redis: Redis
 ) -> None:
@@ -225,6 +228,7 @@ async def test_entry_with_invalid_utf8_is_dead_lettered(
     assert (await redis.xpending(STREAM, GROUP))["pending"] == 0
 
 
+@both_redis
 async def test_pending_entry_deleted_from_the_stream_is_dead_lettered_not_lost_track_of(
     client: HttpClient, flusher: Flusher, redis: Redis, pg: asyncpg.Connection
 ) -> None:

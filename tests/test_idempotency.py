@@ -8,7 +8,10 @@ import json
 from redis.asyncio import Redis
 
 from core.constants import STREAM, idempotency_key
+from tests.conftest import both_redis
 from tests.helpers import HttpClient, purchase
+
+pytestmark = both_redis
 
 
 async def test_retry_with_the_same_body_replays_the_original_response(

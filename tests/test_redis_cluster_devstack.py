@@ -13,6 +13,9 @@ from redis.asyncio.cluster import RedisCluster as ClusterClient
 from redis.exceptions import RedisClusterException, RedisError
 
 from devstack.redis_cluster import SLOTS, RedisCluster, command
+from tests.conftest import both_redis
+
+pytestmark = both_redis
 
 APPEND_AND_REMEMBER = """
 local id = redis.call('XADD', KEYS[1], '*', 'purchase', ARGV[1])
