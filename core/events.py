@@ -131,8 +131,3 @@ def response_for(req: PurchaseRequest) -> PurchaseResponse:
 request_decoder: Final = msgspec.json.Decoder(PurchaseRequest)
 event_decoder: Final = msgspec.json.Decoder(PurchaseEvent)
 encoder: Final = msgspec.json.Encoder()
-
-
-def is_valid_transaction_id(value: str) -> bool:
-    """The same rule the decoder applies to ``transaction_id``, for ids taken from a path."""
-    return 1 <= len(value) <= 64 and not any(ord(c) < 0x20 or c == "\x7f" for c in value)

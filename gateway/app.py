@@ -13,7 +13,7 @@ from core import logs
 from core.flusher_stats import FLUSHER_FIELDS, read_published_stats
 from core.settings import Settings
 from core.supervisor_status import read_status
-from gateway import openapi, redis_client
+from gateway import openapi, redis_client, routes
 from gateway.appender import StreamAppender
 from gateway.backlog import BacklogMonitor
 from gateway.cache import ReadCache
@@ -34,7 +34,7 @@ from gateway.purchase import PurchaseHandler
 from gateway.reads import Reads
 from gateway.request_ids import RequestIds
 from gateway.responses import CONTENT_TYPE_TEXT, Response, json_response, send_response
-from gateway.routing import Router
+from gateway.routing import Handler, Router
 from gateway.types import Receive, Scope, Send
 
 log = logging.getLogger("gateway")
@@ -59,6 +59,7 @@ class App:
         self._history: HistoryStore | None = None
         self._cache: ReadCache | None = None
         self._console: ConsoleApi | None = None
+        self._document = b""
 
     @property
     def _retry_after_s(self) -> int:
@@ -165,6 +166,8 @@ class App:
             RequestIds(),
             self._deadlines,
             max_body_bytes=settings.max_body_bytes,
+            max_batch_items=settings.max_batch_items,
+            max_batch_body_bytes=settings.max_batch_body_bytes,
             retry_after_s=settings.retry_after_s,
             ack_latency=self.metrics.ack_latency,
             log_purchases=settings.log_purchases,
@@ -181,16 +184,18 @@ class App:
             enabled=settings.cache_enabled,
         )
         reads = Reads(self._history, self._cache, self._reads_redis, settings.stream_shards)
-        router = Router()
-        router.add("/purchase", {"POST": purchase})
-        router.add("/purchases", {"POST": purchase.batch})
-        router.add("/transactions/{transaction_id}", {"GET": reads.transaction})
-        router.add("/accounts/{account}", {"GET": reads.summary})
-        router.add("/accounts/{account}/transactions", {"GET": reads.history})
-        router.add("/healthz", {"GET": self._healthz})
-        router.add("/readyz", {"GET": self._readyz})
-        router.add("/metrics", {"GET": self._metrics})
-        router.add("/openapi.json", {"GET": self._openapi})
+        handlers: dict[str, Handler] = {
+            "purchase": purchase,
+            "purchases": purchase.batch,
+            "transaction": reads.transaction,
+            "summary": reads.summary,
+            "history": reads.history,
+            "healthz": self._healthz,
+            "readyz": self._readyz,
+            "metrics": self._metrics,
+            "openapi": self._openapi,
+        }
+        self._document = openapi.document(settings)
         if settings.console:
             self._console = ConsoleApi(
                 settings,
@@ -201,8 +206,9 @@ class App:
                 self._history,
                 self._reads_redis,
             )
-            self._console.add_routes(router)
+            handlers.update(self._console.handlers())
             self._console.sampler.start()
+        router = Router(routes.served(settings), handlers)
         self._router = router
 
     async def shutdown(self) -> None:
@@ -225,7 +231,7 @@ class App:
         logs.flush()
 
     async def _openapi(self, scope: Scope, receive: Receive) -> Response:
-        return json_response(200, openapi.DOCUMENT)
+        return json_response(200, self._document)
 
     async def _healthz(self, scope: Scope, receive: Receive) -> Response:
         return json_response(200, _OK)

@@ -10,6 +10,7 @@ HTTPError
 ├── PayloadTooLarge        413
 ├── UnsupportedMediaType   415
 ├── InvalidPurchase        422
+│   └── InvalidQuery            a path or query parameter of a read (same code)
 └── ServiceUnavailable     503  (Retry-After)
     ├── StoreUnavailable        Redis unreachable or failing: nothing was acknowledged
     ├── HistoryUnavailable      PostgreSQL unreachable for a read
@@ -113,6 +114,10 @@ class UnsupportedMediaType(HTTPError):
 class InvalidPurchase(HTTPError):
     status = 422
     code = "validation_error"
+
+
+class InvalidQuery(InvalidPurchase):
+    """A 422 on a read: same status and code as any other validation error."""
 
 
 class ServiceUnavailable(HTTPError):

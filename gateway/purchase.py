@@ -58,8 +58,8 @@ class PurchaseHandler:
         retry_after_s: int,
         ack_latency: Histogram,
         log_purchases: bool = False,
-        max_batch_items: int = 1000,
-        max_batch_body_bytes: int = 1024 * 1024,
+        max_batch_items: int,
+        max_batch_body_bytes: int,
     ) -> None:
         self._appender = appender
         self._backlog = backlog
