@@ -1,8 +1,8 @@
 """What can go wrong in the flusher, split by what to do about it.
 
 FlusherError
-├── StoreUnavailable   PostgreSQL unreachable, restarting or shutting down: retry, ack nothing
-└── StreamUnavailable  Redis unreachable or failing: retry
+├── DatabaseUnavailable  PostgreSQL unreachable, restarting or shutting down: retry, ack nothing
+└── StreamUnavailable    an acknowledgement failed while stopping: the entries stay pending
 
 Redis also refuses commands for a while without being unreachable: out of memory (OOM),
 a script running too long (BUSY), a failover or resharding under way (READONLY,
@@ -34,12 +34,13 @@ class FlusherError(Exception):
     pass
 
 
-class StoreUnavailable(FlusherError):
-    pass
+class DatabaseUnavailable(FlusherError):
+    """PostgreSQL could not take the batch: nothing of it was committed."""
 
 
 class StreamUnavailable(FlusherError):
-    pass
+    """Redis refused an acknowledgement after the stop was asked for: the batch is committed,
+    its entries stay pending and are redelivered (and skipped as duplicates) later."""
 
 
 PG_RETRYABLE: tuple[type[BaseException], ...] = (

@@ -21,14 +21,14 @@ from redis.exceptions import RedisError, ResponseError
 from core.events import event_decoder
 from core.flusher_stats import publish_stats
 from core.settings import Settings
-from flusher.errors import REDIS_RETRYABLE, StoreUnavailable, StreamUnavailable, is_transient
+from flusher.errors import REDIS_RETRYABLE, DatabaseUnavailable, StreamUnavailable, is_transient
 from flusher.store import Decoded, PurchaseStore, Undecodable, WriteResult
 from flusher.stranded import StrandedEntries, stranded_streams
 from flusher.stream import Entry, GroupReader, is_missing_stream, parse_id
 
 log = logging.getLogger("flusher")
 
-RETRYABLE: tuple[type[BaseException], ...] = (StoreUnavailable, *REDIS_RETRYABLE)
+RETRYABLE: tuple[type[BaseException], ...] = (DatabaseUnavailable, *REDIS_RETRYABLE)
 ACK_RETRYABLE: tuple[type[BaseException], ...] = (ResponseError, *REDIS_RETRYABLE)
 """What acknowledging retries (of the ResponseErrors, only the transient ones)."""
 
@@ -84,12 +84,12 @@ class Flusher:
         )
 
     async def write_batch(self, good: list[Decoded], bad: list[Undecodable]) -> WriteResult:
-        """Commit the batch, retrying while PostgreSQL is away; StoreUnavailable if stopped."""
+        """Commit the batch, retrying while PostgreSQL is away; DatabaseUnavailable if stopped."""
         delay = 0.05
         while True:
             try:
                 return await self.store.write(good, bad)
-            except StoreUnavailable as exc:
+            except DatabaseUnavailable as exc:
                 self.stats.store_retries += 1
                 if self._stopping.is_set():
                     raise
@@ -261,7 +261,7 @@ class Flusher:
             except RETRYABLE as exc:
                 if self._stopping.is_set():
                     return
-                self.stats.stream_retries += not isinstance(exc, StoreUnavailable)
+                self.stats.stream_retries += not isinstance(exc, DatabaseUnavailable)
                 log.warning("%s, retrying in %.2fs", exc, delay)
             await self._sleep_unless_stopping(delay)
             delay = min(delay * 2, self.settings.pg_retry_max_s)
@@ -325,9 +325,6 @@ class Flusher:
                 "batch_size_max": st.batch_size_max,
             },
         )
-
-    async def stopped(self) -> None:
-        await self._stopping.wait()
 
     def stop(self) -> None:
         """Idempotent: finish the batch in hand, then return from ``run``."""

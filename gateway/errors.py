@@ -12,7 +12,8 @@ HTTPError
 ├── InvalidPurchase        422
 │   └── InvalidQuery            a path or query parameter of a read (same code)
 └── ServiceUnavailable     503  (Retry-After)
-    ├── StoreUnavailable        Redis unreachable or failing: nothing was acknowledged
+    ├── RedisUnavailable        Redis unreachable or failing: nothing was acknowledged
+    │                           (code store_unavailable, as clients know it)
     ├── HistoryUnavailable      PostgreSQL unreachable for a read
     └── Overloaded              backlog past its limits, or too many appends waiting
 
@@ -128,8 +129,8 @@ class ServiceUnavailable(HTTPError):
         super().__init__(message, headers=[(b"retry-after", str(retry_after_s).encode())])
 
 
-class StoreUnavailable(ServiceUnavailable):
-    code = "store_unavailable"
+class RedisUnavailable(ServiceUnavailable):
+    code = "store_unavailable"  # the wire name, kept
 
 
 class HistoryUnavailable(ServiceUnavailable):

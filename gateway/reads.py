@@ -12,14 +12,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.constants import idempotency_key, shard_of, stream_key, transaction_cache_key
-from core.events import CustomerReceipt, SellerReceipt, event_decoder
+from core.events import event_decoder
 from gateway.cache import ReadCache
-from gateway.errors import InvalidQuery, NotFound, StoreUnavailable
+from gateway.errors import InvalidQuery, NotFound, RedisUnavailable
 from gateway.history import HistoryKey, HistoryStore
 from gateway.params import AccountPath, HistoryParams, TransactionPath, decode
 from gateway.responses import Response, json_response
 from gateway.types import Receive, Scope
-from gateway.views import HistoryPage, LegView, TransactionView
+from gateway.views import CustomerReceipt, HistoryPage, LegView, SellerReceipt, TransactionView
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _encoder: Final = msgspec.json.Encoder()
@@ -83,7 +83,7 @@ class Reads:
             entries: Any = await self._redis.xrange(stream_key(shard), entry_id, entry_id)
         except (RedisError, OSError) as exc:
             # Not "not found": it may well have been acknowledged a moment ago.
-            raise StoreUnavailable(f"purchase store unavailable: {type(exc).__name__}") from exc
+            raise RedisUnavailable(f"purchase store unavailable: {type(exc).__name__}") from exc
         if not entries:
             return None
         event = event_decoder.decode(entries[0][1][b"p"])

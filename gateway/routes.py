@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple
 
-from core.events import PurchaseRequest, PurchaseResponse
+from core.events import PurchaseRequest
 from core.settings import Settings
 from flusher.trace import TxTrace
 from gateway.console.views import Overview
 from gateway.errors import ErrorBody
 from gateway.params import AccountPath, HistoryParams, TraceQuery, TransactionPath
-from gateway.views import AccountSummary, HistoryPage, TransactionView
+from gateway.views import AccountSummary, HistoryPage, PurchaseResponse, TransactionView
 
 JSON_OBJECT: Final = {"type": "object"}
 

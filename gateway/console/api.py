@@ -35,7 +35,7 @@ from gateway.console.views import (
     Point,
     ShardBacklog,
 )
-from gateway.errors import HistoryUnavailable, InvalidQuery, NotFound, StoreUnavailable
+from gateway.errors import HistoryUnavailable, InvalidQuery, NotFound, RedisUnavailable
 from gateway.history import HistoryStore
 from gateway.metrics import LATENCY_BUCKETS_S, Metrics
 from gateway.params import TraceQuery, decode
@@ -185,7 +185,7 @@ class ConsoleApi:
                 lambda conn: trace_transaction(self._redis, conn, tx, shards)
             )
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(
+            raise RedisUnavailable(
                 f"purchase store unavailable: {type(exc).__name__}", self._settings.retry_after_s
             ) from exc
         if found.stage == "UNKNOWN":
