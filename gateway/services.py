@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -37,34 +38,21 @@ from gateway.routing import Handler
 log = logging.getLogger("gateway")
 
 
+@dataclass(frozen=True, kw_only=True)
 class Services:
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        control: Redis,
-        appender: StreamAppender,
-        backlog: BacklogMonitor,
-        history: HistoryStore,
-        cache: ReadCache,
-        purchase: PurchaseHandler,
-        reads: Reads,
-        probes: Probes,
-        console: ConsoleApi | None,
-        closing: AsyncExitStack,
-    ) -> None:
-        self.settings = settings
-        self.control = control
-        """Readiness, backlog and /metrics reads: never queued behind the appends."""
-        self.appender = appender
-        self.backlog = backlog
-        self.history = history
-        self.cache = cache
-        self.purchase = purchase
-        self.reads = reads
-        self.probes = probes
-        self.console = console
-        self._closing = closing
+    settings: Settings
+    control: Redis
+    """Readiness, backlog and /metrics reads: never queued behind the appends."""
+    appender: StreamAppender
+    backlog: BacklogMonitor
+    history: HistoryStore
+    cache: ReadCache
+    purchase: PurchaseHandler
+    reads: Reads
+    probes: Probes
+    console: ConsoleApi | None
+    closing: AsyncExitStack
+    """Stops and closes what ``open`` started, in reverse order."""
 
     @classmethod
     async def open(cls, settings: Settings, metrics: Metrics) -> Services:
@@ -194,7 +182,7 @@ class Services:
     async def close(self) -> None:
         """Stops the background tasks, then closes the pools and connections (in the
         reverse order of their opening)."""
-        await self._closing.aclose()
+        await self.closing.aclose()
 
 
 def nodes(settings: Settings) -> Nodes:
