@@ -1,7 +1,8 @@
 """The purchase as it crosses the wire and the stream: typed once, used by every side.
 
 ``PurchaseRequest`` is the seed service's request schema (``ammount`` is spelled that way on
-the wire); constraints are checked while decoding. ``PurchaseEvent`` is the stream entry the
+the wire); constraints are checked while decoding. What the gateway answers is its own
+(gateway/views.py). ``PurchaseEvent`` is the stream entry the
 gateway appends and the flusher reads: one entry carries both legs of the double entry, so a
 debit can never exist without its credit. New event fields must get defaults so that entries
 already in the stream still decode.
@@ -50,26 +51,6 @@ class PurchaseRequest(msgspec.Struct, forbid_unknown_fields=True):
             )
 
 
-class CustomerReceipt(msgspec.Struct):
-    customer_name: str
-    customer_account: str
-    debit_ammount: int
-
-
-class SellerReceipt(msgspec.Struct):
-    seller_name: str
-    seller_account: str
-    credit_ammount: int
-
-
-class PurchaseResponse(msgspec.Struct):
-    """Exactly the seed's response body; anything new goes in headers."""
-
-    transaction_id: str
-    customer_info: CustomerReceipt
-    seller_info: SellerReceipt
-
-
 class Leg(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     account: Account
     direction: Direction
@@ -115,24 +96,6 @@ def event_from_request(req: PurchaseRequest, request_id: str, accepted_at_us: in
     )
 
 
-def response_for(req: PurchaseRequest) -> PurchaseResponse:
-    amount = req.customer_info.ammount
-    return PurchaseResponse(
-        transaction_id=req.transaction_id,
-        customer_info=CustomerReceipt(
-            req.customer_info.customer_name, req.customer_info.customer_account, amount
-        ),
-        seller_info=SellerReceipt(
-            req.seller_info.seller_name, req.seller_info.seller_account, amount
-        ),
-    )
-
-
 request_decoder: Final = msgspec.json.Decoder(PurchaseRequest)
 event_decoder: Final = msgspec.json.Decoder(PurchaseEvent)
 encoder: Final = msgspec.json.Encoder()
-
-
-def is_valid_transaction_id(value: str) -> bool:
-    """The same rule the decoder applies to ``transaction_id``, for ids taken from a path."""
-    return 1 <= len(value) <= 64 and not any(ord(c) < 0x20 or c == "\x7f" for c in value)

@@ -71,6 +71,7 @@ def flush() -> None:
     os._exit, so atexit alone would drop a stopping worker's last lines."""
     global _listener
     if _listener is not None:
+        atexit.unregister(_listener.stop)  # stopping twice raises
         _listener.stop()
         _listener = None
 

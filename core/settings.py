@@ -49,6 +49,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     body_timeout_s: PositiveFloat = 10.0
     """A request body must be complete this long after its headers: else 408, connection closed."""
     max_body_bytes: Positive = 64 * 1024
+    max_batch_items: Annotated[int, Meta(ge=1, le=100_000)] = 1000
+    """Purchases a POST /purchases may hold (the OpenAPI document publishes it as maxItems)."""
+    max_batch_body_bytes: Positive = 1024 * 1024
+    """A POST /purchases body over this is a 413."""
     redis_timeout_s: PositiveFloat = 2.0
     append_max_inflight: Positive = 4
     retry_after_s: Positive = 1

@@ -24,12 +24,6 @@ def purchase_store(settings: Settings, shard: int = 0) -> PurchaseStore:
     )
 
 
-async def open_flusher(settings: Settings, shard: int = 0) -> tuple[Flusher, Close]:
-    """One shard's flusher (tests drive shard 0 step by step)."""
-    flushers, close = await open_flushers(settings, [shard])
-    return flushers[0], close
-
-
 async def open_flushers(
     settings: Settings, shards: list[int] | None = None
 ) -> tuple[list[Flusher], Close]:

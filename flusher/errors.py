@@ -1,10 +1,10 @@
 """What can go wrong in the flusher, split by what to do about it.
 
 FlusherError
-├── StoreUnavailable   PostgreSQL unreachable, restarting or shutting down: retry, ack nothing
-├── StreamUnavailable  an acknowledgement Redis kept refusing until the flusher stopped:
-│                      give it up, the entries stay pending and are delivered again
-└── StrandedEntries    unflushed entries above the shard count: refuse to start
+├── DatabaseUnavailable  PostgreSQL unreachable, restarting or shutting down: retry, ack nothing
+├── StreamUnavailable    an acknowledgement Redis kept refusing until the flusher stopped:
+│                        give it up, the entries stay pending and are delivered again
+└── StrandedEntries      unflushed entries above the shard count: refuse to start
 
 Redis unreachable (``REDIS_RETRYABLE``) is retried as redis-py raises it, not wrapped.
 
@@ -40,8 +40,8 @@ class FlusherError(Exception):
     pass
 
 
-class StoreUnavailable(FlusherError):
-    pass
+class DatabaseUnavailable(FlusherError):
+    """PostgreSQL could not take the batch: nothing of it was committed."""
 
 
 class StreamUnavailable(FlusherError):

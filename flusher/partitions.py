@@ -22,10 +22,6 @@ LOCK_TIMEOUT_MS: Final = 1000
 
 MAINTAIN: Final = "SELECT action, partition_name FROM ledger_maintain_partitions($1, $2)"
 
-PARTITIONS: Final = """
-SELECT name, lower_bound, upper_bound FROM ledger_partitions ORDER BY lower_bound
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class PartitionChange:

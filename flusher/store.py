@@ -19,7 +19,7 @@ import asyncpg
 from core.constants import PG_WRITE_LOCK
 from core.events import PurchaseEvent
 from core.migrate import migrate
-from flusher.errors import PG_RETRYABLE, StoreUnavailable
+from flusher.errors import PG_RETRYABLE, DatabaseUnavailable
 from flusher.partitions import PartitionChange, maintain_partitions
 
 CREATE_STAGING: Final = """
@@ -227,14 +227,14 @@ class PurchaseStore:
                 },
             )
         except PG_RETRYABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
+            raise DatabaseUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
         try:
             self._has_transaction_timeout = conn.get_server_version().major >= 17
             await conn.execute(CREATE_STAGING)
         except BaseException as exc:
             conn.terminate()
             if isinstance(exc, PG_RETRYABLE):
-                raise StoreUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
+                raise DatabaseUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
             raise
         self._conn = conn
         return conn
@@ -252,7 +252,7 @@ class PurchaseStore:
         await conn.close(timeout=2)
 
     async def write(self, good: list[Decoded], bad: list[Undecodable]) -> WriteResult:
-        """Commit one batch; raises StoreUnavailable when it could not (nothing committed)."""
+        """Commit one batch; raises DatabaseUnavailable when it could not (nothing committed)."""
         conn = await self.connect()
         try:
             try:
@@ -261,7 +261,7 @@ class PurchaseStore:
                 return await self._write_one_by_one(conn, good, bad)
         except PG_RETRYABLE as exc:
             await self._discard(conn)
-            raise StoreUnavailable(f"PostgreSQL write failed: {exc!r}") from exc
+            raise DatabaseUnavailable(f"PostgreSQL write failed: {exc!r}") from exc
         except BaseException:
             await self._discard(conn)  # whatever state it is in, the next batch gets a new one
             raise
@@ -329,7 +329,7 @@ class PurchaseStore:
             return None
         except PG_RETRYABLE as exc:
             await self._discard(conn)
-            raise StoreUnavailable(f"PostgreSQL partition maintenance failed: {exc!r}") from exc
+            raise DatabaseUnavailable(f"PostgreSQL partition maintenance failed: {exc!r}") from exc
 
     async def record_incident(
         self, consumer: str, reason: str, last_committed_entry_id: str | None
@@ -339,7 +339,7 @@ class PurchaseStore:
             await conn.execute(INSERT_INCIDENT, consumer, reason, last_committed_entry_id)
         except PG_RETRYABLE as exc:
             await self._discard(conn)
-            raise StoreUnavailable(f"PostgreSQL write failed: {exc!r}") from exc
+            raise DatabaseUnavailable(f"PostgreSQL write failed: {exc!r}") from exc
 
     async def _discard(self, conn: asyncpg.Connection) -> None:
         self._conn = None

@@ -157,14 +157,14 @@ class GroupReader:
         infos, *pendings = await pipe.execute()
         if [g["name"] for g in infos] != names:
             return 0  # groups changed under us; try again next round
-        floor = parse_id(format_id((int((time.time() - retain_s) * 1000), 0)))
+        floor = (int((time.time() - retain_s) * 1000), 0)
         for info, pending in zip(infos, pendings, strict=True):
             last = info["last-delivered-id"]
-            ms, seq = parse_id(last.decode() if isinstance(last, bytes) else last)
+            ms, seq = parse_id(text(last))
             floor = min(floor, (ms, seq + 1))
             if pending["pending"]:
                 low = pending["min"]
-                floor = min(floor, parse_id(low.decode() if isinstance(low, bytes) else low))
+                floor = min(floor, parse_id(text(low)))
         if floor <= (0, 1):
             return 0
         return int(await self.redis.xtrim(self.stream, minid=format_id(floor), approximate=True))

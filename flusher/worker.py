@@ -25,7 +25,7 @@ from core.settings import Settings
 from core.stranded import stranded_streams
 from flusher.errors import (
     REDIS_RETRYABLE,
-    StoreUnavailable,
+    DatabaseUnavailable,
     StrandedEntries,
     StreamUnavailable,
     is_transient,
@@ -35,7 +35,7 @@ from flusher.stream import Entry, GroupReader, is_missing_stream
 
 log = logging.getLogger("flusher")
 
-RETRYABLE: tuple[type[BaseException], ...] = (StoreUnavailable, *REDIS_RETRYABLE)
+RETRYABLE: tuple[type[BaseException], ...] = (DatabaseUnavailable, *REDIS_RETRYABLE)
 ACK_RETRYABLE: tuple[type[BaseException], ...] = (ResponseError, *REDIS_RETRYABLE)
 """What acknowledging retries (of the ResponseErrors, only the transient ones)."""
 
@@ -91,12 +91,12 @@ class Flusher:
         )
 
     async def write_batch(self, good: list[Decoded], bad: list[Undecodable]) -> WriteResult:
-        """Commit the batch, retrying while PostgreSQL is away; StoreUnavailable if stopped."""
+        """Commit the batch, retrying while PostgreSQL is away; DatabaseUnavailable if stopped."""
         delay = 0.05
         while True:
             try:
                 return await self.store.write(good, bad)
-            except StoreUnavailable as exc:
+            except DatabaseUnavailable as exc:
                 self.stats.store_retries += 1
                 if self._stopping.is_set():
                     raise
@@ -268,7 +268,7 @@ class Flusher:
             except RETRYABLE as exc:
                 if self._stopping.is_set():
                     return
-                self.stats.stream_retries += not isinstance(exc, StoreUnavailable)
+                self.stats.stream_retries += not isinstance(exc, DatabaseUnavailable)
                 log.warning("%s, retrying in %.2fs", exc, delay)
             await self._sleep_unless_stopping(delay)
             delay = min(delay * 2, self.settings.pg_retry_max_s)

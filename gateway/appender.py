@@ -29,7 +29,7 @@ from typing import Final
 from redis.exceptions import NoScriptError, RedisError
 
 from core.constants import idempotency_key, shard_of, stream_key
-from gateway.errors import Overloaded, StoreUnavailable
+from gateway.errors import Overloaded, RedisUnavailable
 from gateway.metrics import BATCH_BUCKETS, Histogram
 from gateway.nodes import Nodes
 from gateway.redis_pipe import Arg, RedisPipe, Reply
@@ -217,7 +217,7 @@ class StreamAppender:
         self.stats.failed += len(items)
         for item in items:
             if not item.future.done():
-                item.future.set_exception(StoreUnavailable(reason, self._retry_after_s))
+                item.future.set_exception(RedisUnavailable(reason, self._retry_after_s))
 
     async def close(self) -> None:
         """Send what is queued, then wait for every round trip in flight."""

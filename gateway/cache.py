@@ -16,6 +16,7 @@ stored.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,12 +28,11 @@ from gateway.nodes import Nodes
 
 
 class CacheStats:
-    __slots__ = ("errors", "hits", "misses")
+    __slots__ = ("hits", "misses")
 
     def __init__(self) -> None:
         self.hits = 0
         self.misses = 0
-        self.errors = 0
 
 
 class ReadCache:
@@ -64,7 +64,6 @@ class ReadCache:
                 created = await pipe.call(b"SET", version_key, fresh, b"NX", b"EX", self._ttl_s)
                 version = fresh if created is not None else None
         except (RedisError, OSError):
-            self.stats.errors += 1
             return await load()
         if cached is not None:
             stored_version, _, value = bytes(cached).partition(b"|")
@@ -85,7 +84,6 @@ class ReadCache:
         try:
             cached: Any = await self._nodes.pipe_for(key).call(b"GET", key)
         except (RedisError, OSError):
-            self.stats.errors += 1
             return None
         if cached is None:
             self.stats.misses += 1
@@ -101,15 +99,11 @@ class ReadCache:
         """The page, and its version kept alive at least as long (EXPIRE of a version the
         flusher replaced meanwhile only keeps that newer version a little longer)."""
         ttl = b"%d" % self._ttl_s
-        try:
+        with contextlib.suppress(RedisError, OSError):  # not cached: the next read loads it
             await self._nodes.pipe_for(key).call_many(
                 [(b"SET", key, value, b"EX", ttl), (b"EXPIRE", version_key, ttl)]
             )
-        except (RedisError, OSError):
-            self.stats.errors += 1
 
     async def _store(self, key: bytes, value: bytes, ttl_s: int) -> None:
-        try:
+        with contextlib.suppress(RedisError, OSError):  # not cached: the next read loads it
             await self._nodes.pipe_for(key).call(b"SET", key, value, b"EX", ttl_s)
-        except (RedisError, OSError):
-            self.stats.errors += 1

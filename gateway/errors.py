@@ -10,8 +10,10 @@ HTTPError
 ├── PayloadTooLarge        413
 ├── UnsupportedMediaType   415
 ├── InvalidPurchase        422
+│   └── InvalidQuery            a path or query parameter of a read (same code)
 └── ServiceUnavailable     503  (Retry-After)
-    ├── StoreUnavailable        Redis unreachable or failing: nothing was acknowledged
+    ├── RedisUnavailable        Redis unreachable or failing: nothing was acknowledged
+    │                           (code store_unavailable, as clients know it)
     ├── HistoryUnavailable      PostgreSQL unreachable for a read
     └── Overloaded              backlog past its limits, or too many appends waiting
 
@@ -115,6 +117,10 @@ class InvalidPurchase(HTTPError):
     code = "validation_error"
 
 
+class InvalidQuery(InvalidPurchase):
+    """A 422 on a read: same status and code as any other validation error."""
+
+
 class ServiceUnavailable(HTTPError):
     status = 503
     code = "service_unavailable"
@@ -123,8 +129,8 @@ class ServiceUnavailable(HTTPError):
         super().__init__(message, headers=[(b"retry-after", str(retry_after_s).encode())])
 
 
-class StoreUnavailable(ServiceUnavailable):
-    code = "store_unavailable"
+class RedisUnavailable(ServiceUnavailable):
+    code = "store_unavailable"  # the wire name, kept
 
 
 class HistoryUnavailable(ServiceUnavailable):

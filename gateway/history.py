@@ -8,9 +8,15 @@ from typing import Any, Final, TypeVar, cast
 
 import asyncpg
 
-from core.events import CustomerReceipt, SellerReceipt
 from gateway.errors import HistoryUnavailable
-from gateway.views import AccountSummary, HistoryEntry, LegView, TransactionView
+from gateway.views import (
+    AccountSummary,
+    CustomerReceipt,
+    HistoryEntry,
+    LegView,
+    SellerReceipt,
+    TransactionView,
+)
 
 TRANSACTION: Final = """
 SELECT transaction_id, customer_name, customer_account, seller_name, seller_account, amount,

@@ -1,20 +1,23 @@
-"""The OpenAPI 3.1 document, generated from the same msgspec types the gateway decodes with.
+"""The OpenAPI 3.1 document, generated from the route table and the msgspec types.
 
-Nothing here is written by hand that the types already say, so the document cannot drift
-from what the server accepts. Built once at import; served as bytes.
+Nothing here restates what the table (gateway/routes.py), the types or the settings
+already say: paths and operations come from the routes the router serves, schemas and
+parameters from the types the handlers decode with, the batch size from the settings. So
+the document cannot drift from what the server accepts. Built once at startup; served as
+bytes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, get_args, get_origin
 
 import msgspec
 
-from core.events import PurchaseRequest, PurchaseResponse
-from gateway.console import openapi as console_openapi
-from gateway.errors import ErrorBody
-from gateway.reads import CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT
-from gateway.views import AccountSummary, HistoryPage, TransactionView
+from core.events import PurchaseRequest
+from core.settings import Settings
+from gateway.routes import Reply, Route, served
+
+REF: Final = "#/components/schemas/{name}"
 
 SEED_EXAMPLE: Final = {
     "transaction_id": "312312312312",
@@ -25,71 +28,30 @@ SEED_EXAMPLE: Final = {
     },
     "seller_info": {"seller_name": "User 2", "seller_account": "23132131"},
 }
+_EXAMPLES: Final[dict[Any, Any]] = {PurchaseRequest: SEED_EXAMPLE}
 
-_ERRORS: Final = {
-    "400": "Malformed JSON or invalid UTF-8",
-    "408": "Body not complete within its deadline; the connection is closed, nothing was acknowledged",
-    "409": "transaction_id already used for a different purchase",
-    "413": "Body over the size limit",
-    "415": "Content-Type is not JSON",
-    "422": "The purchase violates the schema or a constraint; details name the field",
-    "503": "Redis unavailable or backlog over its limits; nothing was acknowledged",
+HEADERS: Final = {
+    "Retry-After": {"type": "integer"},
+    "X-Request-ID": {"type": "string"},
+    "X-Stream-Entry-ID": {"type": "string"},
+    "Idempotent-Replayed": {"type": "string", "enum": ["true"]},
+    "ETag": {"type": "string"},
 }
 
 
-_BATCH: Final = (
-    "Each item is validated and appended on its own, as if posted to /purchase: an item that"
-    " is not a valid purchase (a wrong type, an unknown field, a broken constraint) does not"
-    " reject the others, it gets an error object in its place in the 200 answer. The batch"
-    " as a whole is refused (4xx) only when it is not a JSON array of 1 to 1,000 values, and"
-    " answered 503 (nothing acknowledged, safe to retry whole) when the store is unavailable."
-)
-
-_ACCOUNT: Final = {"type": "string", "pattern": "^[A-Za-z0-9-]{1,64}$"}
-
-
-def _path_param(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": schema}
-
-
-def build() -> dict[str, Any]:
-    (request, response, error, transaction, page, summary), components = (
-        msgspec.json.schema_components(
-            [
-                PurchaseRequest,
-                PurchaseResponse,
-                ErrorBody,
-                TransactionView,
-                HistoryPage,
-                AccountSummary,
-            ],
-            ref_template="#/components/schemas/{name}",
+def build(settings: Settings) -> dict[str, Any]:
+    routes = [route for route in served(settings) if route.documented]
+    types = _types(routes)
+    schemas, components = msgspec.json.schema_components(types, ref_template=REF)
+    schema_of = dict(zip(types, schemas, strict=True))
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(
+            route, schema_of, components, settings
         )
-    )
-    json_error = {"application/json": {"schema": error}}
-    retry_after = {"Retry-After": {"schema": {"type": "integer"}}}
-    purchase_responses: dict[str, Any] = {
-        "200": {
-            "description": "Accepted: appended to the stream, both legs, durable history follows",
-            "headers": {
-                "X-Request-ID": {"schema": {"type": "string"}},
-                "X-Stream-Entry-ID": {"schema": {"type": "string"}},
-                "Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}},
-            },
-            "content": {"application/json": {"schema": response}},
-        }
-    }
-    for status, description in _ERRORS.items():
-        purchase_responses[status] = {"description": description, "content": json_error}
-    purchase_responses["503"]["headers"] = retry_after
-    status_doc = {"application/json": {"schema": {"type": "object"}}}
-    storage_unavailable = {
-        "description": "Storage unavailable",
-        "content": json_error,
-        "headers": retry_after,
-    }
-    console_paths, console_components = console_openapi.paths(json_error)
-    components.update(console_components)
+    for route in routes:  # published as parameters, not as schemas
+        if route.params is not None:
+            components.pop(route.params.__name__, None)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -97,160 +59,107 @@ def build() -> dict[str, Any]:
             "version": "1",
             "description": "Wire-compatible with the original POST /purchase.",
         },
-        "paths": {
-            "/purchase": {
-                "post": {
-                    "operationId": "purchase",
-                    "summary": "Record a purchase: a debit of the customer, a credit of the seller",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {"schema": request, "example": SEED_EXAMPLE}
-                        },
-                    },
-                    "responses": purchase_responses,
-                }
-            },
-            "/purchases": {
-                "post": {
-                    "operationId": "purchases",
-                    "summary": "Up to 1,000 purchases; one result per item, in order",
-                    "description": _BATCH,
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "array",
-                                    "items": {
-                                        "description": "Meant to be a PurchaseRequest; any"
-                                        " value is taken and answered on its own",
-                                        "anyOf": [request, {}],
-                                    },
-                                    "minItems": 1,
-                                    "maxItems": 1000,
-                                },
-                                "example": [SEED_EXAMPLE],
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "One result per item, in order: the seed's"
-                            " response for each accepted (or replayed) item, the error body"
-                            " (validation_error, idempotency_conflict, ...) for each refused one",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "array",
-                                        "items": {"oneOf": [response, error]},
-                                    }
-                                }
-                            },
-                        },
-                        **{
-                            status: purchase_responses[status]
-                            for status in ("400", "408", "413", "415", "422", "503")
-                        },
-                    },
-                }
-            },
-            "/transactions/{transaction_id}": {
-                "get": {
-                    "operationId": "getTransaction",
-                    "summary": "A purchase with both legs and its trace (ACCEPTED or PERSISTED)",
-                    "parameters": [
-                        _path_param(
-                            "transaction_id", {"type": "string", "minLength": 1, "maxLength": 64}
-                        )
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "Found",
-                            "content": {"application/json": {"schema": transaction}},
-                        },
-                        "404": {"description": "No such transaction", "content": json_error},
-                        "503": storage_unavailable,
-                    },
-                }
-            },
-            "/accounts/{account}": {
-                "get": {
-                    "operationId": "getAccountSummary",
-                    "summary": "Totals debited and credited, counts, first and last activity",
-                    "parameters": [_path_param("account", _ACCOUNT)],
-                    "responses": {
-                        "200": {
-                            "description": "Totals",
-                            "content": {"application/json": {"schema": summary}},
-                        },
-                        "422": {"description": "Malformed account", "content": json_error},
-                        "503": storage_unavailable,
-                    },
-                }
-            },
-            "/accounts/{account}/transactions": {
-                "get": {
-                    "operationId": "getAccountHistory",
-                    "summary": "Ledger entries of one account, newest first, keyset-paginated",
-                    "parameters": [
-                        _path_param("account", _ACCOUNT),
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "required": False,
-                            "schema": {
-                                "type": "integer",
-                                "minimum": 1,
-                                "maximum": MAX_LIMIT,
-                                "default": DEFAULT_LIMIT,
-                            },
-                        },
-                        {
-                            "name": "cursor",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "string", "pattern": CURSOR_PATTERN},
-                            "description": "next_cursor of the previous page (opaque); empty or"
-                            " absent for the first page",
-                        },
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "A page",
-                            "content": {"application/json": {"schema": page}},
-                        },
-                        "422": {
-                            "description": "Bad limit, cursor or account",
-                            "content": json_error,
-                        },
-                        "503": storage_unavailable,
-                    },
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "operationId": "healthz",
-                    "responses": {"200": {"description": "Alive", "content": status_doc}},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "operationId": "readyz",
-                    "responses": {
-                        "200": {"description": "Ready", "content": status_doc},
-                        "503": {
-                            "description": "Redis down or backlog over its limits",
-                            "headers": retry_after,
-                            "content": status_doc,
-                        },
-                    },
-                }
-            },
-            **console_paths,
-        },
+        "paths": paths,
         "components": {"schemas": components},
     }
 
 
-DOCUMENT: Final = msgspec.json.encode(build())
+def _types(routes: list[Route]) -> list[Any]:
+    """Every msgspec type the routes name, once each, in table order."""
+    found: list[Any] = []
+    for route in routes:
+        for kind in (route.params, _item(route.body), *(r.body for r in route.responses.values())):
+            if isinstance(kind, type) and kind not in found:
+                found.append(kind)
+    return found
+
+
+def _item(body: Any) -> Any:
+    return get_args(body)[0] if get_origin(body) is list else body
+
+
+def _operation(
+    route: Route, schema_of: dict[Any, Any], components: dict[str, Any], settings: Settings
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {"operationId": route.operation, "summary": route.summary}
+    if route.description:
+        operation["description"] = route.description
+    if route.params is not None:
+        operation["parameters"] = _parameters(route, components)
+    if route.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": _request(route.body, schema_of, settings),
+        }
+    operation["responses"] = {
+        str(status): _response(reply, schema_of)
+        for status, reply in sorted(route.responses.items())
+    }
+    return operation
+
+
+def _parameters(route: Route, components: dict[str, Any]) -> list[dict[str, Any]]:
+    """One per field of the route's params Struct: in the path if the path names it."""
+    assert route.params is not None
+    struct = components[route.params.__name__]
+    required = set(struct.get("required", ()))
+    return [
+        {
+            "name": name,
+            "in": "path" if f"{{{name}}}" in route.path else "query",
+            "required": name in required,
+            "schema": schema,
+        }
+        for name, schema in struct["properties"].items()
+    ]
+
+
+def _request(body: Any, schema_of: dict[Any, Any], settings: Settings) -> dict[str, Any]:
+    item = _item(body)
+    example = _EXAMPLES.get(item)
+    if item is body:
+        content: dict[str, Any] = {"schema": schema_of[body]}
+        if example is not None:
+            content["example"] = example
+        return {"application/json": content}
+    # A batch: any JSON value is taken as an item and answered on its own, so the schema
+    # must not promise to refuse one that is not a valid item.
+    batch = {
+        "type": "array",
+        "items": {
+            "description": f"Meant to be a {item.__name__}; any value is taken and answered on its own",
+            "anyOf": [schema_of[item], {}],
+        },
+        "minItems": 1,
+        "maxItems": settings.max_batch_items,
+    }
+    return {"application/json": {"schema": batch, "example": [example] if example else []}}
+
+
+def _response(reply: Reply, schema_of: dict[Any, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": reply.description}
+    if reply.headers:
+        out["headers"] = {name: {"schema": HEADERS[name]} for name in reply.headers}
+    if isinstance(reply.body, str):
+        out["content"] = {reply.body: {"schema": {"type": "string"}}}
+    elif isinstance(reply.body, dict):
+        out["content"] = {"application/json": {"schema": _resolve(reply.body)}}
+    elif reply.body is not None:
+        out["content"] = {"application/json": {"schema": schema_of[reply.body]}}
+    return out
+
+
+def _resolve(schema: Any) -> Any:
+    """A schema written in the table, its ``$ref`` names made component references."""
+    if isinstance(schema, dict):
+        return {
+            key: REF.format(name=value) if key == "$ref" else _resolve(value)
+            for key, value in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_resolve(value) for value in schema]
+    return schema
+
+
+def document(settings: Settings) -> bytes:
+    return msgspec.json.encode(build(settings))

@@ -16,7 +16,6 @@ from core.events import (
     encoder,
     event_from_request,
     request_decoder,
-    response_for,
 )
 from gateway.appender import Appended, StreamAppender
 from gateway.backlog import BacklogMonitor
@@ -39,6 +38,7 @@ from gateway.metrics import Histogram
 from gateway.request_ids import RequestIds
 from gateway.responses import CONTENT_TYPE_JSON, Response
 from gateway.types import Receive, Scope
+from gateway.views import response_for
 
 REPLAYED: Final = (b"idempotent-replayed", b"true")
 log = logging.getLogger("monokera.purchase")
@@ -58,8 +58,8 @@ class PurchaseHandler:
         retry_after_s: int,
         ack_latency: Histogram,
         log_purchases: bool = False,
-        max_batch_items: int = 1000,
-        max_batch_body_bytes: int = 1024 * 1024,
+        max_batch_items: int,
+        max_batch_body_bytes: int,
     ) -> None:
         self._appender = appender
         self._backlog = backlog

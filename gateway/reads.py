@@ -3,41 +3,26 @@
 from __future__ import annotations
 
 import base64
-import re
 import struct
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
-from urllib.parse import parse_qs
 
 import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.constants import idempotency_key, shard_of, stream_key, transaction_cache_key
-from core.events import CustomerReceipt, SellerReceipt, event_decoder, is_valid_transaction_id
+from core.events import event_decoder
 from gateway.cache import ReadCache
-from gateway.errors import ErrorDetail, InvalidPurchase, NotFound, StoreUnavailable
+from gateway.errors import InvalidQuery, NotFound, RedisUnavailable
 from gateway.history import HistoryKey, HistoryStore
+from gateway.params import AccountPath, HistoryParams, TransactionPath, decode
 from gateway.responses import Response, json_response
 from gateway.types import Receive, Scope
-from gateway.views import HistoryPage, LegView, TransactionView
+from gateway.views import CustomerReceipt, HistoryPage, LegView, SellerReceipt, TransactionView
 
-ACCOUNT: Final = re.compile(r"[A-Za-z0-9-]{1,64}")  # used with fullmatch
-DEFAULT_LIMIT: Final = 50
-MAX_LIMIT: Final = 500
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _encoder: Final = msgspec.json.Encoder()
-
-
-class InvalidQuery(InvalidPurchase):
-    """A 422 on a read: same status and code as any other validation error."""
-
-
-CURSOR_PATTERN: Final = r"^(?:[A-Za-z0-9_-]{21}[AQgw])?(?!\n)$"
-"""Unpadded base64url of 16 bytes, or empty (the first page, as if absent): the last
-character carries 2 bits, so it is one of 4. "(?!\n)$" as in core.events: Python's "$"
-also matches before a final newline."""
-_CURSOR: Final = re.compile(CURSOR_PATTERN)  # used with fullmatch
 _CURSOR_BYTES: Final = struct.Struct(">qq")  # microseconds since the epoch, entry_id
 _MIN_US: Final = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 _MAX_US: Final = (datetime(9999, 12, 31, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
@@ -51,42 +36,14 @@ def encode_cursor(key: HistoryKey) -> str:
 
 
 def decode_cursor(cursor: str) -> HistoryKey:
-    """Every string the published pattern allows names a position in the history, so the
-    document and the server agree: a position before year 1 or after 9999 is clamped to
-    that end (an empty page, or the first one). Cursors of the older text format
-    (``k<us>.<entry_id>``, ``e<entry_id>``) do not match and are refused like any other."""
-    if _CURSOR.fullmatch(cursor) is None:
-        raise InvalidQuery(
-            "cursor is not one this API returned",
-            [ErrorDetail("cursor", f"expected the next_cursor of a page ({CURSOR_PATTERN})")],
-        )
+    """Every string the published pattern allows (``params.Cursor``, checked while decoding
+    the query) names a position in the history, so the document and the server agree: a
+    position before year 1 or after 9999 is clamped to that end (an empty page, or the
+    first one). Cursors of the older text format (``k<us>.<entry_id>``, ``e<entry_id>``)
+    do not match the pattern and are refused like any other."""
     us, entry_id = _CURSOR_BYTES.unpack(base64.urlsafe_b64decode(cursor + "=="))
     us = min(max(us, _MIN_US), _MAX_US)
     return _EPOCH + timedelta(microseconds=us), entry_id
-
-
-def parse_limit(values: list[str] | None) -> int:
-    if not values:
-        return DEFAULT_LIMIT
-    text = values[0]
-    # Length first: int() refuses strings over 4,300 digits with a ValueError.
-    digits = text.lstrip("0") if text.isascii() and text.isdigit() else ""
-    limit = int(digits) if 0 < len(digits) <= len(str(MAX_LIMIT)) else 0
-    if not 1 <= limit <= MAX_LIMIT:
-        raise InvalidQuery(
-            f"limit must be an integer from 1 to {MAX_LIMIT}",
-            [ErrorDetail("limit", f"expected 1..{MAX_LIMIT}, got {values[0]!r}")],
-        )
-    return limit
-
-
-def checked_account(account: str) -> str:
-    if not ACCOUNT.fullmatch(account):
-        raise InvalidQuery(
-            "account must be 1-64 letters, digits or '-'",
-            [ErrorDetail("account", "expected 1-64 of [A-Za-z0-9-]")],
-        )
-    return account
 
 
 class Reads:
@@ -97,9 +54,10 @@ class Reads:
         self._shards = shards
 
     async def transaction(self, scope: Scope, receive: Receive) -> Response:
-        transaction_id: str = scope["path_params"]["transaction_id"]
-        if not is_valid_transaction_id(transaction_id):
-            raise NotFound("no such transaction: not a valid transaction_id")
+        try:
+            transaction_id = decode(TransactionPath, scope).transaction_id
+        except InvalidQuery:
+            raise NotFound("no such transaction: not a valid transaction_id") from None
         key = transaction_cache_key(transaction_id)
         cached = await self._cache.immutable_get(key)
         if cached is not None:
@@ -125,7 +83,7 @@ class Reads:
             entries: Any = await self._redis.xrange(stream_key(shard), entry_id, entry_id)
         except (RedisError, OSError) as exc:
             # Not "not found": it may well have been acknowledged a moment ago.
-            raise StoreUnavailable(f"purchase store unavailable: {type(exc).__name__}") from exc
+            raise RedisUnavailable(f"purchase store unavailable: {type(exc).__name__}") from exc
         if not entries:
             return None
         event = event_decoder.decode(entries[0][1][b"p"])
@@ -143,11 +101,9 @@ class Reads:
         )
 
     async def history(self, scope: Scope, receive: Receive) -> Response:
-        account = checked_account(scope["path_params"]["account"])
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        limit = parse_limit(query.get("limit"))
-        cursor = query.get("cursor", [""])[0]
-        before = decode_cursor(cursor) if cursor else None
+        params = decode(HistoryParams, scope)
+        account, limit = params.account, params.limit
+        before = decode_cursor(params.cursor) if params.cursor else None
 
         async def load() -> bytes:
             entries, last = await self._store.history(account, limit, before)
@@ -158,7 +114,7 @@ class Reads:
         return json_response(200, await self._cache.account_read(account, b"h", suffix, load))
 
     async def summary(self, scope: Scope, receive: Receive) -> Response:
-        account = checked_account(scope["path_params"]["account"])
+        account = decode(AccountPath, scope).account
 
         async def load() -> bytes:
             return _encoder.encode(await self._store.summary(account))

@@ -1,11 +1,13 @@
-"""Routes: exact paths by dict lookup (the hot path), then a few with one parameter."""
+"""Dispatch by the route table: exact paths by dict lookup (the hot path), then a few with
+one parameter."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from urllib.parse import unquote_to_bytes
 
 from gateway.responses import Response
+from gateway.routes import Route
 from gateway.types import Receive, Scope
 
 Handler = Callable[[Scope, Receive], Awaitable[Response]]
@@ -16,18 +18,24 @@ Pattern = tuple[str, int, str | None]
 
 
 class Router:
-    def __init__(self) -> None:
+    def __init__(self, routes: Iterable[Route] = (), handlers: Mapping[str, Handler] = {}) -> None:
+        """Each route answered by ``handlers[route.handler]`` (a KeyError if one is missing:
+        a route the table lists must be served)."""
         self.exact: dict[str, tuple[str, Methods]] = {}
         self.patterns: dict[Pattern, tuple[str, str, Methods]] = {}
+        for route in routes:
+            self._methods(route.path)[route.method] = handlers[route.handler]
 
-    def add(self, path: str, methods: Methods) -> None:
+    def _methods(self, path: str) -> Methods:
         """``/a/{name}`` or ``/a/{name}/b``: one parameter, in the second segment."""
         parts = path.strip("/").split("/")
         if len(parts) >= 2 and parts[1].startswith("{"):
             tail = parts[2] if len(parts) == 3 else None
-            self.patterns[(parts[0], len(parts), tail)] = (path, parts[1].strip("{}"), methods)
-        else:
-            self.exact[path] = (path, methods)
+            found = self.patterns.setdefault(
+                (parts[0], len(parts), tail), (path, parts[1].strip("{}"), {})
+            )
+            return found[2]
+        return self.exact.setdefault(path, (path, {}))[1]
 
     def match(self, scope: Scope) -> tuple[str, Methods] | None:
         """The route's label (its pattern, for metrics) and its handlers by method."""

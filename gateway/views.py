@@ -1,4 +1,4 @@
-"""What the read endpoints answer: typed once, encoded by msgspec, described in OpenAPI."""
+"""What the gateway answers: typed once, encoded by msgspec, described in OpenAPI."""
 
 from __future__ import annotations
 
@@ -7,9 +7,42 @@ from typing import Literal
 
 import msgspec
 
-from core.events import CustomerReceipt, Direction, SellerReceipt
+from core.events import Direction, PurchaseRequest
 
 Status = Literal["ACCEPTED", "PERSISTED"]
+
+
+class CustomerReceipt(msgspec.Struct):
+    customer_name: str
+    customer_account: str
+    debit_ammount: int
+
+
+class SellerReceipt(msgspec.Struct):
+    seller_name: str
+    seller_account: str
+    credit_ammount: int
+
+
+class PurchaseResponse(msgspec.Struct):
+    """Exactly the seed's response body; anything new goes in headers."""
+
+    transaction_id: str
+    customer_info: CustomerReceipt
+    seller_info: SellerReceipt
+
+
+def response_for(req: PurchaseRequest) -> PurchaseResponse:
+    amount = req.customer_info.ammount
+    return PurchaseResponse(
+        transaction_id=req.transaction_id,
+        customer_info=CustomerReceipt(
+            req.customer_info.customer_name, req.customer_info.customer_account, amount
+        ),
+        seller_info=SellerReceipt(
+            req.seller_info.seller_name, req.seller_info.seller_account, amount
+        ),
+    )
 
 
 class LegView(msgspec.Struct):

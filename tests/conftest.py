@@ -29,10 +29,9 @@ from devstack.redis_server import (
     RedisVersion,
 )
 from devstack.stack import EmbeddedStack
-from flusher.connections import open_flusher
 from flusher.worker import Flusher
 from gateway.redis_client import ensure_groups
-from tests.helpers import Gateway, HttpClient
+from tests.helpers import Gateway, HttpClient, open_flusher
 
 TABLES = (
     "transactions, ledger_entries, dead_letters, duplicate_entries, stream_incidents,"

@@ -21,7 +21,10 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDictProxy
 
+from core.settings import Settings
 from devstack.processes import free_port, stop_process
+from flusher.connections import Close, open_flushers
+from flusher.worker import Flusher
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "tests" / "seed"  # copies of ../shared/seed: the wire contract we keep
@@ -45,6 +48,12 @@ def purchase(
         },
         "seller_info": {"seller_name": "User 2", "seller_account": seller},
     }
+
+
+async def open_flusher(settings: Settings, shard: int = 0) -> tuple[Flusher, Close]:
+    """One shard's flusher, for a test to drive step by step."""
+    flushers, close = await open_flushers(settings, [shard])
+    return flushers[0], close
 
 
 def raw_cursor(text: str) -> str:

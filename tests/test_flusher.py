@@ -14,7 +14,7 @@ from core.events import encoder, event_from_request, request_decoder
 from core.migrate import migrate
 from core.settings import Settings
 from devstack.processes import free_port
-from flusher.errors import StoreUnavailable
+from flusher.errors import DatabaseUnavailable
 from flusher.store import PurchaseStore
 from flusher.stream import GroupReader
 from flusher.worker import Flusher, decode_entries
@@ -70,7 +70,7 @@ async def test_a_batch_that_cannot_be_committed_is_not_acknowledged(
         PurchaseStore(f"postgresql://postgres@127.0.0.1:{dead_port}/x", timeout_s=1),
     )
     down.stop()  # so the write gives up at once instead of retrying
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(DatabaseUnavailable):
         await down.process(entries)
     assert (await redis.xpending(STREAM, GROUP))["pending"] == 5
 

@@ -16,11 +16,11 @@ import msgspec
 from redis.asyncio import Redis
 
 from core.settings import Settings
-from flusher.connections import open_flusher
 from flusher.store import PurchaseStore
 from flusher.worker import Flusher
 from gateway.history import HISTORY_AFTER, HISTORY_FIRST, HistoryStore
 from ops.reconcile import reconcile
+from tests.helpers import open_flusher
 
 DAY = timedelta(days=1)
 

@@ -27,7 +27,9 @@ EXAMPLES_PER_OPERATION = 30  # about 600 requests in all; under a minute on 2 bu
 def test_schemathesis_finds_no_failure_with_every_check(gateway: Gateway, tmp_path: Path) -> None:
     with urllib.request.urlopen(f"{gateway.url}/openapi.json", timeout=10) as reply:
         paths = json.load(reply)["paths"]
-    operations = sum(len(methods) for methods in paths.values())
+    # Schemathesis leaves out the operation serving the document it loaded (GET /openapi.json).
+    operations = sum(len(methods) for methods in paths.values()) - 1
+    assert "get" in paths["/openapi.json"]
     run = subprocess.run(
         [
             SCHEMATHESIS,

@@ -11,7 +11,7 @@ import pytest
 
 from core.constants import PG_MIGRATION_LOCK, PG_WRITE_LOCK
 from core.settings import Settings
-from flusher.errors import StoreUnavailable
+from flusher.errors import DatabaseUnavailable
 from flusher.store import PurchaseStore, Undecodable
 
 TIMEOUT_S = 0.2
@@ -78,7 +78,7 @@ async def test_a_batch_transaction_is_still_bounded(
     holder = await held(settings, PG_WRITE_LOCK, 3)  # a flusher frozen holding the lock
     started = time.monotonic()
     try:
-        with pytest.raises(StoreUnavailable):
+        with pytest.raises(DatabaseUnavailable):
             await store.write([], [Undecodable("1-1", b"x", "test")])
         assert time.monotonic() - started < 2
     finally:

@@ -12,7 +12,6 @@ import os
 import socket
 import time
 from typing import Any, Final
-from urllib.parse import parse_qs
 
 import asyncpg
 import msgspec
@@ -21,7 +20,6 @@ from redis.exceptions import RedisError
 
 from core.backlog import measure
 from core.constants import stream_key
-from core.events import is_valid_transaction_id
 from core.flusher_stats import read_published_stats
 from core.replies import text
 from core.settings import Settings
@@ -37,12 +35,12 @@ from gateway.console.views import (
     Point,
     ShardBacklog,
 )
-from gateway.errors import ErrorDetail, HistoryUnavailable, NotFound, StoreUnavailable
+from gateway.errors import HistoryUnavailable, InvalidQuery, NotFound, RedisUnavailable
 from gateway.history import HistoryStore
 from gateway.metrics import LATENCY_BUCKETS_S, Metrics
-from gateway.reads import InvalidQuery
+from gateway.params import TraceQuery, decode
 from gateway.responses import Response, json_response
-from gateway.routing import Router
+from gateway.routing import Handler
 from gateway.types import Receive, Scope
 from ops.trace import trace_transaction
 
@@ -83,12 +81,10 @@ class ConsoleApi:
         self._durability: Durability | None = None
         self._slow_read_at = 0.0
 
-    def add_routes(self, router: Router) -> None:
-        """Only GETs: nothing on the console can change data."""
-        for path, asset in assets().items():
-            router.add(path, {"GET": asset})
-        router.add("/console/api/overview", {"GET": self.overview})
-        router.add("/console/api/trace", {"GET": self.trace})
+    def handlers(self) -> dict[str, Handler]:
+        """By the names the route table (gateway/routes.py) gives them; all GETs: nothing
+        on the console can change data."""
+        return {"consoleOverview": self.overview, "consoleTrace": self.trace, **assets()}
 
     async def overview(self, scope: Scope, receive: Receive) -> Response:
         sampler = self.sampler
@@ -178,22 +174,19 @@ class ConsoleApi:
         self._durability = _durability(self._settings, config)
 
     async def trace(self, scope: Scope, receive: Receive) -> Response:
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        tx = query.get("tx", [""])[0]
-        if not tx:
-            raise InvalidQuery(
-                "tx is required: the transaction_id to trace",
-                [ErrorDetail("tx", "missing")],
-            )
-        if not is_valid_transaction_id(tx):
-            raise NotFound("no such transaction: not a valid transaction_id")
+        try:
+            tx = decode(TraceQuery, scope).tx
+        except InvalidQuery as exc:
+            if any(detail.message == "missing" for detail in exc.details):
+                raise
+            raise NotFound("no such transaction: not a valid transaction_id") from None
         shards = self._settings.stream_shards
         try:
             found = await self._history.with_connection(
                 lambda conn: trace_transaction(self._redis, conn, tx, shards)
             )
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(
+            raise RedisUnavailable(
                 f"purchase store unavailable: {type(exc).__name__}", self._settings.retry_after_s
             ) from exc
         if found.stage == "UNKNOWN":

@@ -51,10 +51,5 @@ class Asset:
 
 
 def assets() -> dict[str, Asset]:
-    """Path -> file, for the router."""
-    return {
-        "/console": (page := Asset("index.html")),
-        "/console/": page,
-        "/console/console.css": Asset("console.css"),
-        "/console/console.js": Asset("console.js"),
-    }
+    """File name -> its handler; the route table (gateway/routes.py) names them."""
+    return {name: Asset(name) for name in _TYPES}

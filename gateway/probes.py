@@ -1,0 +1,66 @@
+"""GET /healthz, /readyz and /openapi.json: what the gateway says about itself."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from core.supervisor_status import read_status
+from gateway.backlog import BacklogMonitor
+from gateway.responses import Response, json_response
+from gateway.types import Receive, Scope
+
+_encoder: Final = msgspec.json.Encoder()
+_OK: Final = _encoder.encode({"status": "ok"})
+
+
+class Probes:
+    def __init__(
+        self, control: Redis, backlog: BacklogMonitor, retry_after_s: int, document: bytes
+    ) -> None:
+        self._control = control
+        self._backlog = backlog
+        self._retry = (b"retry-after", str(retry_after_s).encode())
+        self._document = document
+
+    async def healthz(self, scope: Scope, receive: Receive) -> Response:
+        return json_response(200, _OK)
+
+    async def openapi(self, scope: Scope, receive: Receive) -> Response:
+        return json_response(200, self._document)
+
+    async def readyz(self, scope: Scope, receive: Receive) -> Response:
+        """Ready: Redis answers and the backlog is under its limits."""
+        try:
+            await self._control.ping()
+        except (RedisError, OSError) as exc:
+            body = _encoder.encode({"status": "unavailable", "redis": type(exc).__name__})
+            return json_response(503, body, self._retry)
+        backlog = self._backlog.last
+        report: dict[str, object] = {"status": "ready", "redis": "ok"}
+        if backlog is not None:
+            report["backlog"] = {
+                "oldest_unflushed_age_s": round(backlog.oldest_unflushed_age_s, 3),
+                "stream_length": backlog.stream_length,
+                "pending": backlog.pending,
+            }
+        found = await supervised(self._control)
+        if found:
+            report["supervisor"] = found
+        if self._backlog.refusal is not None:
+            report["status"] = "overloaded"
+            report["reason"] = self._backlog.refusal
+            return json_response(503, _encoder.encode(report), self._retry)
+        return json_response(200, _encoder.encode(report))
+
+
+async def supervised(control: Redis) -> dict[str, dict[str, object]]:
+    """The processes `make run` supervises, as it publishes them; empty elsewhere."""
+    try:
+        found = await read_status(control)
+    except (RedisError, OSError):
+        return {}
+    return {name: msgspec.structs.asdict(status) for name, status in found.items()}

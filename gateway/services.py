@@ -1,0 +1,191 @@
+"""Everything the handlers use, built whole at startup and released whole at shutdown.
+
+``Services.open`` builds the Redis connections, the appender, the backlog monitor, the
+body deadlines, the history store, the read cache, the handlers over them and the
+console; the app binds the route table to handlers only once it holds a complete
+``Services``, so no request can see a half-built gateway. If building fails, what was
+built is closed again and the error reaches the lifespan (``lifespan.startup.failed``).
+Redis being down is not such a failure: the gateway starts, answers 503 and /readyz says
+why, until Redis is back.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from core.settings import Settings
+from gateway import openapi, redis_client
+from gateway.appender import StreamAppender
+from gateway.backlog import BacklogMonitor
+from gateway.cache import ReadCache
+from gateway.console.api import ConsoleApi
+from gateway.deadlines import BodyDeadlines
+from gateway.history import HistoryStore
+from gateway.metrics import Metrics
+from gateway.nodes import ClusterNodes, Nodes, SingleNode
+from gateway.probes import Probes
+from gateway.purchase import PurchaseHandler
+from gateway.reads import Reads
+from gateway.request_ids import RequestIds
+from gateway.routing import Handler
+
+log = logging.getLogger("gateway")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Services:
+    settings: Settings
+    control: Redis
+    """Readiness, backlog and /metrics reads: never queued behind the appends."""
+    appender: StreamAppender
+    backlog: BacklogMonitor
+    history: HistoryStore
+    cache: ReadCache
+    purchase: PurchaseHandler
+    reads: Reads
+    probes: Probes
+    console: ConsoleApi | None
+    closing: AsyncExitStack
+    """Stops and closes what ``open`` started, in reverse order."""
+
+    @classmethod
+    async def open(cls, settings: Settings, metrics: Metrics) -> Services:
+        closing = AsyncExitStack()
+        try:
+            return await cls._build(settings, metrics, closing)
+        except BaseException:
+            await closing.aclose()
+            raise
+
+    @classmethod
+    async def _build(
+        cls, settings: Settings, metrics: Metrics, closing: AsyncExitStack
+    ) -> Services:
+        # Separate connections: readiness and backlog checks, reads and the read cache never
+        # queue behind the appends.
+        control = redis_client.connect(settings, 4)
+        closing.push_async_callback(control.aclose)
+        reads_redis = redis_client.connect(settings, 16)
+        closing.push_async_callback(reads_redis.aclose)
+        appends = nodes(settings)
+        closing.push_async_callback(appends.close)
+        cache_nodes = nodes(settings)
+        closing.push_async_callback(cache_nodes.close)
+        history = HistoryStore(
+            settings.database_url,
+            retry_after_s=settings.retry_after_s,
+            max_size=settings.pg_pool_size,
+        )
+        closing.push_async_callback(history.close)
+        appender = StreamAppender(
+            appends,
+            shards=settings.stream_shards,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+            max_inflight=settings.append_max_inflight,
+            max_pending=settings.append_max_pending,
+            retry_after_s=settings.retry_after_s,
+            ack_replicas=settings.ack_replicas,
+            ack_replicas_timeout_ms=settings.ack_replicas_timeout_ms,
+            batch_sizes=metrics.append_batch,
+        )
+        closing.push_async_callback(appender.close)
+        backlog = BacklogMonitor(
+            control,
+            shards=settings.stream_shards,
+            max_age_s=settings.backlog_max_age_s,
+            max_length=settings.backlog_max_length,
+            stall_s=settings.backlog_stall_s,
+            interval_s=settings.backlog_check_interval_s,
+        )
+        try:
+            for cluster_nodes in (appends, cache_nodes):
+                if isinstance(cluster_nodes, ClusterNodes):
+                    await cluster_nodes.start()
+            for client in (control, reads_redis):
+                if isinstance(client, RedisCluster):
+                    # Once, before concurrent requests share it: redis-py's asyncio cluster
+                    # client can fail when several tasks trigger its first initialisation.
+                    await client.initialize()
+            await redis_client.ensure_groups(control, settings.stream_shards)
+            await appender.load_script()
+            await backlog.check()
+        except (RedisError, OSError) as exc:
+            # Start anyway: purchases get a 503 and /readyz says why until Redis is back.
+            log.warning("Redis not reachable at start (%r); serving 503s until it is", exc)
+        backlog.start()
+        closing.push_async_callback(backlog.stop)
+        deadlines = BodyDeadlines(settings.body_timeout_s)
+        deadlines.start()
+        closing.push_async_callback(deadlines.stop)
+        purchase = PurchaseHandler(
+            appender,
+            backlog,
+            RequestIds(),
+            deadlines,
+            max_body_bytes=settings.max_body_bytes,
+            max_batch_items=settings.max_batch_items,
+            max_batch_body_bytes=settings.max_batch_body_bytes,
+            retry_after_s=settings.retry_after_s,
+            ack_latency=metrics.ack_latency,
+            log_purchases=settings.log_purchases,
+        )
+        cache = ReadCache(
+            cache_nodes,
+            ttl_s=settings.cache_ttl_s,
+            immutable_ttl_s=settings.cache_immutable_ttl_s,
+            enabled=settings.cache_enabled,
+        )
+        console = None
+        if settings.console:
+            console = ConsoleApi(
+                settings, metrics, appender.stats, cache.stats, backlog, history, reads_redis
+            )
+            console.sampler.start()
+            closing.push_async_callback(console.sampler.stop)
+        return cls(
+            settings=settings,
+            control=control,
+            appender=appender,
+            backlog=backlog,
+            history=history,
+            cache=cache,
+            purchase=purchase,
+            reads=Reads(history, cache, reads_redis, settings.stream_shards),
+            probes=Probes(control, backlog, settings.retry_after_s, openapi.document(settings)),
+            console=console,
+            closing=closing,
+        )
+
+    def handlers(self) -> dict[str, Handler]:
+        """The handlers by the names the route table (gateway/routes.py) gives them; the
+        app adds /metrics."""
+        handlers: dict[str, Handler] = {
+            "purchase": self.purchase,
+            "purchases": self.purchase.batch,
+            "transaction": self.reads.transaction,
+            "summary": self.reads.summary,
+            "history": self.reads.history,
+            "healthz": self.probes.healthz,
+            "readyz": self.probes.readyz,
+            "openapi": self.probes.openapi,
+        }
+        if self.console is not None:
+            handlers.update(self.console.handlers())
+        return handlers
+
+    async def close(self) -> None:
+        """Stops the background tasks, then closes the pools and connections (in the
+        reverse order of their opening)."""
+        await self.closing.aclose()
+
+
+def nodes(settings: Settings) -> Nodes:
+    if settings.redis_cluster:
+        return ClusterNodes(settings.redis_url, timeout_s=settings.redis_timeout_s)
+    return SingleNode(settings.redis_url, timeout_s=settings.redis_timeout_s)
