@@ -58,12 +58,15 @@ def serve_gateway(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def serve_empty_asgi() -> tuple[subprocess.Popen[bytes], str]:
-    """The ceiling: an ASGI app that reads the body and answers a constant, same Granian."""
+def serve_empty_asgi(
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The reference: the minimal ASGI app (``empty_asgi.py``) on Granian started exactly as
+    the gateway starts it (``gateway.__main__.server``), with the same settings."""
     port = free_port()
-    args = [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop",
-            "--no-ws", "--log-level", "error", "--port", str(port), "bench.empty_asgi:app"]  # fmt: skip
-    return serve(args, dict(os.environ), port), f"http://127.0.0.1:{port}"
+    run_env = {**(env or os.environ), "MONOKERA_PORT": str(port)}
+    proc = serve([sys.executable, "-m", "bench.empty_asgi"], run_env, port)
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def save_result(name: str, data: object) -> Path:

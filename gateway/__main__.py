@@ -17,6 +17,7 @@ from granian import Granian
 from granian.constants import HTTPModes, Interfaces, Loops
 from granian.http import HTTP1Settings
 from granian.log import LogLevels
+from granian.server import MPServer, MTServer
 
 from core import logs
 from core.settings import Settings
@@ -26,8 +27,15 @@ from gateway.port_guard import exit_if_taken
 def main() -> int:
     settings = Settings.for_command("gateway")
     exit_if_taken(settings.host, settings.port, "gateway")
-    Granian(
-        "gateway.app:app",
+    server("gateway.app:app", settings).serve()
+    return 0
+
+
+def server(target: str, settings: Settings) -> MPServer | MTServer:
+    """Granian as the gateway runs it; the benchmarks serve their minimal app through this
+    too, so both run with the same options."""
+    return Granian(
+        target,
         address=settings.host,
         port=settings.port,
         interface=Interfaces.ASGI,
@@ -42,8 +50,7 @@ def main() -> int:
         log_level=LogLevels(settings.log_level.lower()),
         log_access=settings.access_log,
         log_dictconfig=logs.granian_dictconfig(settings.log_level),
-    ).serve()
-    return 0
+    )
 
 
 if __name__ == "__main__":

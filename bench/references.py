@@ -1,0 +1,155 @@
+"""The least a stage can cost, measured on the same servers in the same run.
+
+- Redis: the append script (``gateway/append.lua``: idempotency check, XADD, SET … EX per
+  purchase) against a pipelined plain ``XADD`` of the same payload, both in batches as the
+  gateway sends them; Redis's own CPU per entry, read from /proc of redis-server.
+- PostgreSQL: a bare ``COPY`` of one row per purchase, in transactions of the flusher's
+  batch size, into a table with a primary key and both accounts indexed; the client's CPU
+  (this process) plus PostgreSQL's (all its processes) per row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import psutil
+from redis import Redis
+
+from core.constants import idempotency_key
+from core.events import PurchaseRequest, encoder, event_from_request, request_decoder
+from gateway.appender import APPEND_SCRIPT
+
+SAMPLE = (
+    b'{"transaction_id":"ref-0","customer_info":{"customer_name":"User 1",'
+    b'"customer_account":"23131342342342321","ammount":20000},'
+    b'"seller_info":{"seller_name":"User 2","seller_account":"23132131"}}'
+)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds of a process and its children (PostgreSQL's backends, Granian's worker)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def _payloads() -> Callable[[str], bytes]:
+    """The stream payload the gateway would append for SAMPLE, with another transaction_id."""
+    request: PurchaseRequest = request_decoder.decode(SAMPLE)
+    event = event_from_request(request, "0123456789abcdef0123456789abcdef", time.time_ns() // 1000)
+    base = encoder.encode(event)
+    return lambda transaction_id: base.replace(b'"ref-0"', encoder.encode(transaction_id))
+
+
+def redis_reference(
+    url: str, redis_pid: int, entries: int, batch: int = 100, calls_per_trip: int = 10
+) -> dict[str, Any]:
+    """Redis CPU µs per entry: the append script vs a plain XADD of the same payload."""
+    client = Redis.from_url(url)
+    run = f"{time.time_ns()}"
+    fingerprint = b"0" * 32
+    _payload = _payloads()
+    try:
+        sha = client.script_load(APPEND_SCRIPT)
+        stream, plain = f"bench:ref:script:{run}", f"bench:ref:xadd:{run}"
+
+        started = process_cpu(redis_pid)
+        pipe = client.pipeline(transaction=False)
+        for first in range(0, entries, batch):
+            ids = [f"ref-{run}-{i}" for i in range(first, min(entries, first + batch))]
+            keys = [stream, *(idempotency_key(0, tid) for tid in ids)]
+            args: list[Any] = [900, b"0"]
+            for tid in ids:
+                args += [fingerprint, _payload(tid)]
+            pipe.evalsha(sha, len(keys), *keys, *args)
+            if len(pipe) >= calls_per_trip:
+                pipe.execute()
+        pipe.execute()
+        script_s = process_cpu(redis_pid) - started
+
+        payloads = [_payload(f"ref-{run}-x{i}") for i in range(batch)]
+        started = process_cpu(redis_pid)
+        for first in range(0, entries, batch):
+            for payload in payloads[: min(batch, entries - first)]:
+                pipe.xadd(plain, {"p": payload})
+            if len(pipe) >= batch * calls_per_trip:
+                pipe.execute()
+        pipe.execute()
+        xadd_s = process_cpu(redis_pid) - started
+        client.delete(stream, plain)
+    finally:
+        client.close()
+    return {
+        "entries": entries,
+        "batch": batch,
+        "script_us_per_entry": 1e6 * script_s / entries,
+        "xadd_us_per_entry": 1e6 * xadd_s / entries,
+    }
+
+
+COPY_TABLE = """
+CREATE TABLE bench_copy_reference (
+    transaction_id   text        PRIMARY KEY,
+    customer_name    text        NOT NULL,
+    customer_account text        NOT NULL,
+    seller_name      text        NOT NULL,
+    seller_account   text        NOT NULL,
+    amount           bigint      NOT NULL,
+    request_id       text        NOT NULL,
+    stream_entry_id  text        NOT NULL,
+    accepted_at      timestamptz NOT NULL
+);
+CREATE INDEX ON bench_copy_reference (customer_account);
+CREATE INDEX ON bench_copy_reference (seller_account);
+"""
+
+
+async def _copy(dsn: str, pg_pid: int, rows: int, batch: int) -> dict[str, Any]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(COPY_TABLE)
+        now = datetime.now(UTC)
+        records = [
+            (f"copy-{i}", "User 1", "23131342342342321", "User 2", "23132131", 20000,
+             "0123456789abcdef0123456789abcdef", f"{1700000000000 + i}-0", now)
+            for i in range(rows)
+        ]  # fmt: skip
+        me = psutil.Process()
+        client0, pg0, wall0 = sum(me.cpu_times()[:2]), process_cpu(pg_pid), time.monotonic()
+        for first in range(0, rows, batch):
+            await conn.copy_records_to_table(
+                "bench_copy_reference", records=records[first : first + batch]
+            )
+        wall = time.monotonic() - wall0
+        client_s, pg_s = sum(me.cpu_times()[:2]) - client0, process_cpu(pg_pid) - pg0
+        await conn.execute("DROP TABLE bench_copy_reference")
+    finally:
+        await conn.close()
+    return {
+        "rows": rows,
+        "batch": batch,
+        "rate": rows / wall if wall else 0.0,
+        "client_us_per_row": 1e6 * client_s / rows,
+        "postgres_us_per_row": 1e6 * pg_s / rows,
+        "us_per_row": 1e6 * (client_s + pg_s) / rows,
+    }
+
+
+def copy_reference(dsn: str, pg_pid: int, rows: int, batch: int) -> dict[str, Any]:
+    """CPU µs per row of a bare COPY (client plus PostgreSQL), one transaction per batch."""
+    return asyncio.run(_copy(dsn, pg_pid, rows, batch))
