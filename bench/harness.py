@@ -45,8 +45,12 @@ def throwaway_stack(name: str, **settings: str) -> Iterator[tuple[EmbeddedStack,
         shutil.rmtree(work, ignore_errors=True)
 
 
-def serve(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def serve(
+    args: list[str], env: dict[str, str], port: int, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        args, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     wait_until(lambda: port_accepts(port), 30, f"server on {port}")
     time.sleep(0.5)
     return proc
