@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import msgspec
 from redis.asyncio import Redis
@@ -10,7 +11,6 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from core import logs
-from core.flusher_stats import FLUSHER_FIELDS, read_published_stats
 from core.settings import Settings
 from core.supervisor_status import read_status
 from gateway import openapi, redis_client
@@ -27,15 +27,17 @@ from gateway.errors import (
     NotFound,
     error_response,
 )
+from gateway.exposition import Exposition, WorkerSources
 from gateway.history import HistoryStore
-from gateway.metrics import Metrics, counter, gauge, label
+from gateway.metrics import Metrics
 from gateway.nodes import ClusterNodes, Nodes, SingleNode
 from gateway.purchase import PurchaseHandler
 from gateway.reads import Reads
 from gateway.request_ids import RequestIds
-from gateway.responses import CONTENT_TYPE_TEXT, Response, json_response, send_response
+from gateway.responses import Response, json_response, send_response
 from gateway.routing import Router
 from gateway.types import Receive, Scope, Send
+from gateway.worker_counters import WorkerBoard
 
 log = logging.getLogger("gateway")
 
@@ -59,6 +61,8 @@ class App:
         self._history: HistoryStore | None = None
         self._cache: ReadCache | None = None
         self._console: ConsoleApi | None = None
+        self._board: WorkerBoard | None = None
+        self._exposition: Exposition | None = None
 
     @property
     def _retry_after_s(self) -> int:
@@ -180,6 +184,13 @@ class App:
             immutable_ttl_s=settings.cache_immutable_ttl_s,
             enabled=settings.cache_enabled,
         )
+        sources = WorkerSources(
+            self.metrics, self._appender.stats, self._cache.stats, self._history
+        )
+        if settings.metrics_dir:
+            self._board = WorkerBoard(Path(settings.metrics_dir))
+            self._board.start(sources.read)
+        self._exposition = Exposition(sources, self._board, self._backlog, self._control)
         reads = Reads(self._history, self._cache, self._reads_redis, settings.stream_shards)
         router = Router()
         router.add("/purchase", {"POST": purchase})
@@ -206,6 +217,8 @@ class App:
         self._router = router
 
     async def shutdown(self) -> None:
+        if self._board is not None:
+            await self._board.stop()
         if self._console is not None:
             await self._console.sampler.stop()
         if self._backlog is not None:
@@ -257,81 +270,8 @@ class App:
         return json_response(200, _encoder.encode(report))
 
     async def _metrics(self, scope: Scope, receive: Receive) -> Response:
-        assert self._appender is not None and self._backlog is not None
-        assert self._cache is not None and self._history is not None
-        stats, m = self._appender.stats, self.metrics
-        lines = [
-            "# HELP monokera_http_requests_total Requests answered, by route and status.",
-            "# TYPE monokera_http_requests_total counter",
-        ]
-        lines += [
-            f'monokera_http_requests_total{{route="{label(r)}",status="{s}"}} {n}'
-            for (r, s), n in sorted(m.requests.items())
-        ]
-        lines += m.ack_latency.render(
-            "monokera_purchase_ack_seconds", "Time from request to Redis-confirmed append."
-        )
-        lines += m.append_batch.render(
-            "monokera_append_batch_size",
-            "Purchases per append script call (one per shard per round trip).",
-        )
-        lines += counter("monokera_stream_appends_total", "Purchases appended.", stats.appends)
-        lines += counter(
-            "monokera_idempotent_replays_total", "Retries answered by replay.", stats.replays
-        )
-        lines += counter(
-            "monokera_stream_append_failures_total", "Appends that got a 503.", stats.failed
-        )
-        lines += counter(
-            "monokera_redis_append_round_trips_total", "Append round trips.", stats.round_trips
-        )
-        backlog = self._backlog.last
-        if backlog is not None:
-            lines += gauge(
-                "monokera_stream_length", "Entries in the stream.", [("", backlog.stream_length)]
-            )
-            lines += gauge(
-                "monokera_consumer_pending",
-                "Entries delivered, not acknowledged.",
-                [("", backlog.pending)],
-            )
-            lines += gauge(
-                "monokera_consumer_lag_seconds",
-                "Age of the oldest entry the flusher has not acknowledged.",
-                [("", backlog.oldest_unflushed_age_s)],
-            )
-        cache = self._cache.stats
-        lines += counter("monokera_cache_hits_total", "Reads served from Redis.", cache.hits)
-        lines += counter(
-            "monokera_cache_misses_total", "Reads that went to PostgreSQL.", cache.misses
-        )
-        lines += counter(
-            "monokera_pg_queries_total", "Read queries sent to PostgreSQL.", self._history.queries
-        )
-        lines += await self._flusher_metrics()
-        lines += self._supervisor_metrics(await self._supervised())
-        return Response(200, ("\n".join(lines) + "\n").encode(), [CONTENT_TYPE_TEXT])
-
-    async def _flusher_metrics(self) -> list[str]:
-        """What each flusher publishes in Redis (``flusher.worker.publish_stats``)."""
-        assert self._control is not None
-        try:
-            published = await read_published_stats(self._control)
-        except (RedisError, OSError):
-            return []
-        lines: list[str] = []
-        for field, help_text in FLUSHER_FIELDS.items():
-            samples = [
-                (f'{{consumer="{label(consumer)}"}}', float(values.get(field, 0)))
-                for consumer, values in sorted(published.items())
-            ]
-            if samples:
-                lines += [
-                    f"# HELP monokera_flusher_{field} {help_text}",
-                    f"# TYPE monokera_flusher_{field} {'gauge' if field.endswith('_max') else 'counter'}",
-                ]
-                lines += [f"monokera_flusher_{field}{labels} {value}" for labels, value in samples]
-        return lines
+        assert self._exposition is not None
+        return await self._exposition.response()
 
     async def _supervised(self) -> dict[str, dict[str, object]]:
         """The processes `make run` supervises, as it publishes them; empty elsewhere."""
@@ -341,38 +281,6 @@ class App:
         except (RedisError, OSError):
             return {}
         return {name: msgspec.structs.asdict(status) for name, status in found.items()}
-
-    @staticmethod
-    def _supervisor_metrics(supervised: dict[str, dict[str, object]]) -> list[str]:
-        if not supervised:
-            return []
-        names = sorted(supervised)
-        lines = [
-            "# HELP monokera_supervisor_restarts_total Restarts of a child process by `make run`.",
-            "# TYPE monokera_supervisor_restarts_total counter",
-        ]
-        lines += [
-            f'monokera_supervisor_restarts_total{{process="{label(n)}"}} {supervised[n]["restarts"]}'
-            for n in names
-        ]
-        lines += gauge(
-            "monokera_supervisor_up",
-            "1 while the child process runs, 0 while it is down or restarting.",
-            [
-                (f'{{process="{label(n)}"}}', int(supervised[n]["state"] == "running"))
-                for n in names
-            ],
-        )
-        lines += gauge(
-            "monokera_supervisor_last_exit_code",
-            "The child's last exit status (negative: the signal that killed it).",
-            [
-                (f'{{process="{label(n)}"}}', code)
-                for n in names
-                if isinstance(code := supervised[n]["last_exit_code"], int)
-            ],
-        )
-        return lines
 
 
 def nodes(settings: Settings) -> Nodes:
