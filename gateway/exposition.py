@@ -46,6 +46,16 @@ from gateway.responses import Response
 from gateway.worker_counters import WorkerBoard
 
 CONTENT_TYPE: Final = (b"content-type", CONTENT_TYPE_PLAIN_0_0_4.encode())
+_WORKER_COUNTERS: Final = (
+    ("monokera_stream_appends", "Purchases appended.", "appends"),
+    ("monokera_idempotent_replays", "Retries answered by replay.", "replays"),
+    ("monokera_stream_append_failures", "Appends that got a 503.", "append_failures"),
+    ("monokera_redis_append_round_trips", "Append round trips.", "round_trips"),
+    ("monokera_cache_hits", "Reads served from Redis.", "cache_hits"),
+    ("monokera_cache_misses", "Reads that went to PostgreSQL.", "cache_misses"),
+    ("monokera_pg_queries", "Read queries sent to PostgreSQL.", "pg_queries"),
+)
+"""(metric, help, ``WorkerCounters`` field): the plain counters, one series per worker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,18 +85,12 @@ class WorkerSources:
         )
 
 
+@dataclass(frozen=True, slots=True)
 class Exposition:
-    def __init__(
-        self,
-        sources: WorkerSources,
-        board: WorkerBoard | None,
-        backlog: BacklogMonitor,
-        redis: Redis,
-    ) -> None:
-        self._sources = sources
-        self._board = board
-        self._backlog = backlog
-        self._redis = redis
+    sources: WorkerSources
+    board: WorkerBoard | None
+    backlog: BacklogMonitor
+    redis: Redis
 
     async def response(self) -> Response:
         return Response(200, await self.render(), [CONTENT_TYPE])
@@ -94,19 +98,19 @@ class Exposition:
     async def render(self) -> bytes:
         """Redis away: the flusher and supervisor figures are left out, the rest answers."""
         try:
-            flushers = await read_flusher_stats(self._redis)
-            supervised = await read_status(self._redis)
+            flushers = await read_flusher_stats(self.redis)
+            supervised = await read_status(self.redis)
         except (RedisError, OSError):
             flushers, supervised = {}, {}
-        workers = [self._sources.read()]
-        if self._board is not None:
+        workers = [self.sources.read()]
+        if self.board is not None:
             # Published first: a later scrape that lands on another worker then reads at
             # least these values, so no worker's series ever goes backwards (which
             # Prometheus would take for a counter reset).
             with contextlib.suppress(OSError):
-                self._board.publish(workers[0])
-            workers += self._board.others()
-        return generate_latest(Scrape(workers, self._backlog.last, flushers, supervised))
+                self.board.publish(workers[0])
+            workers += self.board.others()
+        return generate_latest(Scrape(workers, self.backlog.last, flushers, supervised))
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,38 +150,10 @@ class Scrape(Collector):
             BATCH_BUCKETS,
             [(w.worker, w.append_batch) for w in self.workers],
         )
-        for name, help_text, values in (
-            ("stream_appends", "Purchases appended.", [w.appends for w in self.workers]),
-            (
-                "idempotent_replays",
-                "Retries answered by replay.",
-                [w.replays for w in self.workers],
-            ),
-            (
-                "stream_append_failures",
-                "Appends that got a 503.",
-                [w.append_failures for w in self.workers],
-            ),
-            (
-                "redis_append_round_trips",
-                "Append round trips.",
-                [w.round_trips for w in self.workers],
-            ),
-            ("cache_hits", "Reads served from Redis.", [w.cache_hits for w in self.workers]),
-            (
-                "cache_misses",
-                "Reads that went to PostgreSQL.",
-                [w.cache_misses for w in self.workers],
-            ),
-            (
-                "pg_queries",
-                "Read queries sent to PostgreSQL.",
-                [w.pg_queries for w in self.workers],
-            ),
-        ):
-            family = CounterMetricFamily(f"monokera_{name}", help_text, labels=["worker"])
-            for w, value in zip(self.workers, values, strict=True):
-                family.add_metric([w.worker], value)
+        for name, help_text, attribute in _WORKER_COUNTERS:
+            family = CounterMetricFamily(name, help_text, labels=["worker"])
+            for w in self.workers:
+                family.add_metric([w.worker], getattr(w, attribute))
             yield family
 
     def _backlog(self) -> Iterator[Metric]:
@@ -211,27 +187,36 @@ class Scrape(Collector):
         if not self.supervised:
             return
         children = sorted(self.supervised.items())
-        restarts = CounterMetricFamily(
-            "monokera_supervisor_restarts",
-            "Restarts of a child process by `make run`.",
-            labels=["process"],
-        )
-        up = GaugeMetricFamily(
-            "monokera_supervisor_up",
-            "1 while the child process runs, 0 while it is down or restarting.",
-            labels=["process"],
-        )
-        exit_code = GaugeMetricFamily(
-            "monokera_supervisor_last_exit_code",
-            "The child's last exit status (negative: the signal that killed it).",
-            labels=["process"],
-        )
-        for name, child in children:
-            restarts.add_metric([name], child.restarts)
-            up.add_metric([name], int(child.state == "running"))
-            if child.last_exit_code is not None:
-                exit_code.add_metric([name], child.last_exit_code)
-        yield from (restarts, up, exit_code)
+        for family, value in (
+            (
+                CounterMetricFamily(
+                    "monokera_supervisor_restarts",
+                    "Restarts of a child process by `make run`.",
+                    labels=["process"],
+                ),
+                lambda c: c.restarts,
+            ),
+            (
+                GaugeMetricFamily(
+                    "monokera_supervisor_up",
+                    "1 while the child process runs, 0 while it is down or restarting.",
+                    labels=["process"],
+                ),
+                lambda c: int(c.state == "running"),
+            ),
+            (
+                GaugeMetricFamily(
+                    "monokera_supervisor_last_exit_code",
+                    "The child's last exit status (negative: the signal that killed it).",
+                    labels=["process"],
+                ),
+                lambda c: c.last_exit_code,
+            ),
+        ):
+            for name, child in children:
+                if (v := value(child)) is not None:
+                    family.add_metric([name], v)
+            yield family
 
 
 def _histogram(

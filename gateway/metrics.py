@@ -77,10 +77,10 @@ class WorkerCounters(msgspec.Struct, frozen=True, kw_only=True):
     """(route, status, answered)."""
     ack_latency: HistogramCounts
     append_batch: HistogramCounts
-    appends: int
-    replays: int
-    append_failures: int
-    round_trips: int
-    cache_hits: int
-    cache_misses: int
-    pg_queries: int
+    appends: int = 0
+    replays: int = 0
+    append_failures: int = 0
+    round_trips: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    pg_queries: int = 0

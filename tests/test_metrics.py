@@ -149,16 +149,4 @@ def test_a_dead_workers_counters_are_dropped(tmp_path: Path) -> None:
 
 def counters(worker: str) -> WorkerCounters:
     empty = HistogramCounts([0], 0.0)
-    return WorkerCounters(
-        worker=worker,
-        requests=[],
-        ack_latency=empty,
-        append_batch=empty,
-        appends=1,
-        replays=0,
-        append_failures=0,
-        round_trips=1,
-        cache_hits=0,
-        cache_misses=0,
-        pg_queries=0,
-    )
+    return WorkerCounters(worker=worker, requests=[], ack_latency=empty, append_batch=empty)
