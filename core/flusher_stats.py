@@ -1,12 +1,16 @@
 """Flusher figures published in Redis, for the gateway's /metrics to expose.
 
 The flusher has no HTTP server of its own; once a second it writes its counters to a hash
-(expiring, so a dead flusher disappears) and names itself in a set.
+(expiring, so a dead flusher disappears) and names itself in a set. ``FLUSHER_STATS`` is
+the one list of those figures: the flusher publishes by it and the gateway collects by it,
+so a figure added here shows in /metrics with its type and help, and nowhere else names a
+hash field.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 from redis.asyncio import Redis
 
@@ -14,28 +18,81 @@ FLUSHERS: Final = b"monokera:flushers"
 STATS_PREFIX: Final = b"monokera:flusher:stats:"
 STATS_TTL_S: Final = 60
 
-FLUSHER_FIELDS: Final = {
-    "batches_total": "Batches committed.",
-    "entries_total": "Stream entries processed.",
-    "rows_written_total": "Purchases written (a transaction row and two ledger legs each).",
-    "duplicates_total": "Entries recorded as duplicates of an earlier transaction_id.",
-    "redelivered_total": "Entries delivered again after a crash, written nothing.",
-    "dead_letters_total": "Entries stored as dead letters.",
-    "batch_seconds_total": "Time spent writing and acknowledging batches.",
-    "batch_size_max": "Largest batch so far (a gauge).",
-}
+
+@dataclass(frozen=True, slots=True)
+class FlusherStat:
+    name: str
+    """The hash field, and the metric ``monokera_flusher_<name>``."""
+    source: str
+    """The attribute of the flusher's own stats object (``flusher.worker.FlusherStats``)."""
+    kind: Literal["counter", "max"]
+    """``max``: the largest value so far, exposed as a gauge."""
+    help: str
+
+    @property
+    def metric(self) -> str:
+        return f"monokera_flusher_{self.name}"
 
 
-async def publish_stats(redis: Redis, consumer: str, values: dict[str, float]) -> None:
+BATCHES: Final = FlusherStat("batches_total", "batches", "counter", "Batches committed.")
+ENTRIES: Final = FlusherStat("entries_total", "entries", "counter", "Stream entries processed.")
+ROWS_WRITTEN: Final = FlusherStat(
+    "rows_written_total",
+    "inserted",
+    "counter",
+    "Purchases written (a transaction row and two ledger legs each).",
+)
+DUPLICATES: Final = FlusherStat(
+    "duplicates_total",
+    "duplicates",
+    "counter",
+    "Entries recorded as duplicates of an earlier transaction_id.",
+)
+REDELIVERED: Final = FlusherStat(
+    "redelivered_total",
+    "redelivered",
+    "counter",
+    "Entries delivered again after a crash, written nothing.",
+)
+DEAD_LETTERS: Final = FlusherStat(
+    "dead_letters_total", "dead_letters", "counter", "Entries stored as dead letters."
+)
+BATCH_SECONDS: Final = FlusherStat(
+    "batch_seconds_total",
+    "batch_seconds",
+    "counter",
+    "Time spent writing and acknowledging batches.",
+)
+BATCH_SIZE_MAX: Final = FlusherStat(
+    "batch_size_max", "batch_size_max", "max", "Largest batch so far (a gauge)."
+)
+FLUSHER_STATS: Final = (
+    BATCHES,
+    ENTRIES,
+    ROWS_WRITTEN,
+    DUPLICATES,
+    REDELIVERED,
+    DEAD_LETTERS,
+    BATCH_SECONDS,
+    BATCH_SIZE_MAX,
+)
+
+FlusherFigures = dict[str, float]
+"""One flusher's published figures by ``FlusherStat.name``; each table entry present."""
+
+
+async def publish_stats(redis: Redis, consumer: str, stats: object) -> None:
+    """Every ``FLUSHER_STATS`` figure, read from ``stats`` by its ``source`` attribute."""
     key = STATS_PREFIX + consumer.encode()
     pipe = redis.pipeline(transaction=False)
-    pipe.hset(key, mapping={k: str(v) for k, v in values.items()})
+    pipe.hset(key, mapping={s.name: str(getattr(stats, s.source)) for s in FLUSHER_STATS})
     pipe.expire(key, STATS_TTL_S)
     pipe.sadd(FLUSHERS, consumer)
     await pipe.execute()
 
 
 async def read_published_stats(redis: Redis) -> dict[str, dict[str, str]]:
+    """Each live flusher's hash as text, by consumer (what ``make trace`` prints)."""
     names: Any = await redis.smembers(FLUSHERS)
     consumers = sorted(n.decode() if isinstance(n, bytes) else n for n in names)
     if not consumers:
@@ -48,3 +105,19 @@ async def read_published_stats(redis: Redis) -> dict[str, dict[str, str]]:
         if raw:
             found[consumer] = {k.decode(): v.decode() for k, v in raw.items()}
     return found
+
+
+async def read_flusher_stats(redis: Redis) -> dict[str, FlusherFigures]:
+    """Each live flusher's figures as numbers, by consumer: a field missing or not a
+    number (an older flusher) reads as 0 rather than failing a scrape."""
+    return {
+        consumer: {s.name: _number(values.get(s.name)) for s in FLUSHER_STATS}
+        for consumer, values in (await read_published_stats(redis)).items()
+    }
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text) if text is not None else 0.0
+    except ValueError:
+        return 0.0

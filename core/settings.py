@@ -74,6 +74,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     console: bool = True
     """GET /console and /console/api/*: the read-only operations page. Off: 404."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_dir: str = ""
+    """Where each worker leaves its counters once a second, so /metrics answers for every
+    worker; one folder per gateway. Empty: ``python -m gateway`` makes a fresh one."""
 
     # flusher
     consumer: str = ""

@@ -318,20 +318,7 @@ class Flusher:
             log.warning("could not publish flusher stats: %s: %s", type(exc).__name__, exc)
 
     async def _publish(self, st: FlusherStats) -> None:
-        await publish_stats(
-            self.reader.redis,
-            self.name,
-            {
-                "batches_total": st.batches,
-                "entries_total": st.entries,
-                "rows_written_total": st.inserted,
-                "duplicates_total": st.duplicates,
-                "redelivered_total": st.redelivered,
-                "dead_letters_total": st.dead_letters,
-                "batch_seconds_total": round(st.batch_seconds, 6),
-                "batch_size_max": st.batch_size_max,
-            },
-        )
+        await publish_stats(self.reader.redis, self.name, st)
 
     def stop(self) -> None:
         """Idempotent: finish the batch in hand, then return from ``run``."""

@@ -6,12 +6,19 @@ in HTTP/1 mode hyper's header-read timeout runs from the moment a connection (or
 keep-alive connection between requests) waits for headers, so silent, idle and
 mid-header connections are all closed after ``header_timeout_s``. The body deadline is
 the app's (``gateway.deadlines``).
+
+Workers share a folder for their counters (``gateway.worker_counters``): unless
+MONOKERA_METRICS_DIR names one, a fresh one is made here, handed down to the workers in
+the environment, and removed when the server stops.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import sys
+import tempfile
 
 from granian import Granian
 from granian.constants import HTTPModes, Interfaces, Loops
@@ -27,7 +34,15 @@ from gateway.port_guard import exit_if_taken
 def main() -> int:
     settings = Settings.for_command("gateway")
     exit_if_taken(settings.host, settings.port, "gateway")
-    server("gateway.app:app", settings).serve()
+    made = None
+    if not settings.metrics_dir:
+        made = tempfile.mkdtemp(prefix="monokera-metrics-")
+        os.environ["MONOKERA_METRICS_DIR"] = made
+    try:
+        server("gateway.app:app", settings).serve()
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -26,6 +27,7 @@ from gateway.backlog import BacklogMonitor
 from gateway.cache import ReadCache
 from gateway.console.api import ConsoleApi
 from gateway.deadlines import BodyDeadlines
+from gateway.exposition import Exposition, WorkerSources
 from gateway.history import HistoryStore
 from gateway.metrics import Metrics
 from gateway.nodes import ClusterNodes, Nodes, SingleNode
@@ -34,6 +36,7 @@ from gateway.purchase import PurchaseHandler
 from gateway.reads import Reads
 from gateway.request_ids import RequestIds
 from gateway.routing import Handler
+from gateway.worker_counters import WorkerBoard
 
 log = logging.getLogger("gateway")
 
@@ -51,6 +54,8 @@ class Services:
     reads: Reads
     probes: Probes
     console: ConsoleApi | None
+    exposition: Exposition
+    """/metrics: this worker's counters live, the other workers' from their readings."""
     closing: AsyncExitStack
     """Stops and closes what ``open`` started, in reverse order."""
 
@@ -141,6 +146,12 @@ class Services:
             immutable_ttl_s=settings.cache_immutable_ttl_s,
             enabled=settings.cache_enabled,
         )
+        sources = WorkerSources(metrics, appender.stats, cache.stats, history)
+        board = None
+        if settings.metrics_dir:
+            board = WorkerBoard(Path(settings.metrics_dir))
+            board.start(sources.read)
+            closing.push_async_callback(board.stop)
         console = None
         if settings.console:
             console = ConsoleApi(
@@ -159,12 +170,12 @@ class Services:
             reads=Reads(history, cache, reads_redis, settings.stream_shards),
             probes=Probes(control, backlog, settings.retry_after_s, openapi.document(settings)),
             console=console,
+            exposition=Exposition(sources, board, backlog, control),
             closing=closing,
         )
 
     def handlers(self) -> dict[str, Handler]:
-        """The handlers by the names the route table (gateway/routes.py) gives them; the
-        app adds /metrics."""
+        """The handlers by the names the route table (gateway/routes.py) gives them."""
         handlers: dict[str, Handler] = {
             "purchase": self.purchase,
             "purchases": self.purchase.batch,
@@ -174,6 +185,7 @@ class Services:
             "healthz": self.probes.healthz,
             "readyz": self.probes.readyz,
             "openapi": self.probes.openapi,
+            "metrics": lambda scope, receive: self.exposition.response(),
         }
         if self.console is not None:
             handlers.update(self.console.handlers())

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 from multidict import CIMultiDictProxy
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.settings import Settings
 from devstack.processes import free_port, stop_process
@@ -59,6 +60,22 @@ async def open_flusher(settings: Settings, shard: int = 0) -> tuple[Flusher, Clo
 def raw_cursor(text: str) -> str:
     """A history cursor with the given content, valid or not."""
     return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+def samples(metrics_text: str, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
+    """The samples of series ``name`` whose labels include ``labels``, as prometheus_client's
+    parser reads the exposition (so a malformed one fails the test)."""
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    ]
+
+
+def metric_total(metrics_text: str, name: str, **labels: str) -> float:
+    """Summed over the series that match, e.g. over every gateway worker."""
+    return sum(value for _, value in samples(metrics_text, name, **labels))
 
 
 class Process:

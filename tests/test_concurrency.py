@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import re
 
 import asyncpg
 from redis.asyncio import Redis
 
 from flusher.worker import Flusher
-from tests.helpers import HttpClient, purchase
+from tests.helpers import HttpClient, metric_total, purchase
 from tests.reconcile import assert_exactly_once
 
 CONCURRENT = 2000
@@ -17,9 +16,7 @@ CONCURRENT = 2000
 
 async def gateway_round_trips(client: HttpClient) -> int:
     metrics = (await client.get("/metrics")).text
-    match = re.search(r"^monokera_redis_append_round_trips_total (\d+)$", metrics, re.M)
-    assert match is not None
-    return int(match.group(1))
+    return int(metric_total(metrics, "monokera_redis_append_round_trips_total"))
 
 
 async def test_concurrent_purchases_share_round_trips_and_persist_exactly_once(

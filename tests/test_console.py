@@ -11,15 +11,14 @@ from pathlib import Path
 from core.settings import Settings
 from flusher.worker import Flusher
 from tests.conftest import env_for
-from tests.helpers import Gateway, HttpClient, purchase, serving
+from tests.helpers import Gateway, HttpClient, purchase, samples, serving
 from tests.test_trace import trace as make_trace
 
 
 async def metric(client: HttpClient, name: str) -> float:
-    text = (await client.get("/metrics")).text
-    match = re.search(rf"^{name} ([\d.e+-]+)$", text, re.M)
-    assert match is not None, name
-    return float(match.group(1))
+    found = samples((await client.get("/metrics")).text, name)
+    assert found, name
+    return sum(value for _, value in found)
 
 
 async def overview(client: HttpClient) -> dict[str, object]:

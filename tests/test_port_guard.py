@@ -18,7 +18,7 @@ import pytest
 
 from core.settings import Settings
 from tests.conftest import env_for
-from tests.helpers import ROOT, Gateway, HttpClient
+from tests.helpers import ROOT, Gateway, HttpClient, metric_total
 
 
 @pytest.fixture
@@ -89,9 +89,9 @@ async def test_second_gateway_refuses_and_the_first_gets_every_request(
 
 def healthz_answered(metrics: str) -> int:
     """How many /healthz requests this gateway (one worker) answered."""
-    prefix = 'monokera_http_requests_total{route="/healthz",status="200"} '
-    lines = [line for line in metrics.splitlines() if line.startswith(prefix)]
-    return int(lines[0].removeprefix(prefix)) if lines else 0
+    return int(
+        metric_total(metrics, "monokera_http_requests_total", route="/healthz", status="200")
+    )
 
 
 def runner_env(data_dir: Path, port: int) -> dict[str, str]:

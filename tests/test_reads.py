@@ -4,7 +4,6 @@ and a cache that never serves a committed entry's account without it."""
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -19,14 +18,13 @@ from gateway.cache import ReadCache
 from gateway.history import HistoryStore
 from gateway.nodes import SingleNode
 from gateway.views import HistoryPage
-from tests.helpers import HttpClient, purchase, raw_cursor
+from tests.helpers import HttpClient, purchase, raw_cursor, samples
 
 
 async def metric(client: HttpClient, name: str) -> float:
-    text = (await client.get("/metrics")).text
-    match = re.search(rf"^{name} ([\d.e+-]+)$", text, re.M)
-    assert match is not None, name
-    return float(match.group(1))
+    found = samples((await client.get("/metrics")).text, name)
+    assert found, name
+    return sum(value for _, value in found)
 
 
 async def buy(client: HttpClient, tx: str, buyer: str, seller: str, amount: int = 100) -> None:

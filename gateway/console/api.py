@@ -20,7 +20,13 @@ from redis.exceptions import RedisError
 
 from core.backlog import measure
 from core.constants import stream_key
-from core.flusher_stats import read_published_stats
+from core.flusher_stats import (
+    BATCHES,
+    DEAD_LETTERS,
+    DUPLICATES,
+    ROWS_WRITTEN,
+    read_flusher_stats,
+)
 from core.replies import text
 from core.settings import Settings
 from gateway.appender import AppendStats
@@ -140,16 +146,16 @@ class ConsoleApi:
 
     async def _flushers(self) -> list[FlusherFigures]:
         try:
-            published = await read_published_stats(self._redis)
+            published = await read_flusher_stats(self._redis)
         except (RedisError, OSError):
             return []
         return [
             FlusherFigures(
                 consumer,
-                float(v.get("batches_total", 0)),
-                float(v.get("rows_written_total", 0)),
-                float(v.get("duplicates_total", 0)),
-                float(v.get("dead_letters_total", 0)),
+                v[BATCHES.name],
+                v[ROWS_WRITTEN.name],
+                v[DUPLICATES.name],
+                v[DEAD_LETTERS.name],
             )
             for consumer, v in sorted(published.items())
         ]

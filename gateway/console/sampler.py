@@ -20,7 +20,7 @@ from typing import Final
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.flusher_stats import read_published_stats
+from core.flusher_stats import BATCHES, ROWS_WRITTEN, read_flusher_stats
 from gateway.appender import AppendStats
 from gateway.metrics import Metrics
 
@@ -76,10 +76,10 @@ class Sampler:
     async def read_flushers(self) -> None:
         """Batches and rows summed over the flushers alive now; unchanged if Redis fails."""
         with contextlib.suppress(RedisError, OSError):
-            published = await read_published_stats(self._redis)
+            published = (await read_flusher_stats(self._redis)).values()
             self._flushers = (
-                sum(float(v.get("batches_total", 0)) for v in published.values()),
-                sum(float(v.get("rows_written_total", 0)) for v in published.values()),
+                sum(v[BATCHES.name] for v in published),
+                sum(v[ROWS_WRITTEN.name] for v in published),
             )
 
     def take(self) -> Reading:
