@@ -35,11 +35,13 @@ async def read_body(
         if message["type"] == "http.disconnect":
             raise ClientDisconnected
         body: bytes = message.get("body", b"")
-        if not message.get("more_body", False) and len(body) <= limit:
+        size = len(body)
+        # Granian sends the body, then an empty final message: once the declared length has
+        # arrived, waiting for that one would be a second wake-up per request for nothing.
+        if (size == content_length or not message.get("more_body", False)) and size <= limit:
             return body  # the common case: one message, no copying
         chunks = [body]
-        size = len(body)
-        while message.get("more_body", False):
+        while message.get("more_body", False) and size != content_length:
             if size > limit:
                 break
             if reading.expired:  # expired while this task waited to resume with data

@@ -102,3 +102,17 @@ def test_content_length_must_be_a_non_negative_number() -> None:
     for bad in (b"forty", b"-1", b""):
         with pytest.raises(MalformedJSON):
             declared_length(bad)
+
+
+async def test_reading_stops_once_the_declared_length_has_arrived() -> None:
+    """Granian sends the body, then an empty final message: waiting for that one is a
+    second wake-up per request for nothing."""
+    whole = Messages(chunk(b"abc"), chunk(b"", more=False))
+    assert await read(whole, length=3) == b"abc"
+    assert whole.taken == 1
+    split = Messages(chunk(b"ab"), chunk(b"cd"), chunk(b"", more=False))
+    assert await read(split, length=4) == b"abcd"
+    assert split.taken == 2
+    unknown = Messages(chunk(b"abc"), chunk(b"", more=False))  # chunked: no length
+    assert await read(unknown) == b"abc"
+    assert unknown.taken == 2
