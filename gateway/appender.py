@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Final
+from typing import Final, cast
 
 from redis.exceptions import NoScriptError, RedisError
 
@@ -54,6 +54,37 @@ class Pending:
     fingerprint: bytes
     payload: bytes
     future: asyncio.Future[Appended]
+
+
+class Bulk:
+    """The purchases of one ``append_many`` call: one future for all of them, resolved once
+    every shard's part has its reply (or failed at the first part that failed)."""
+
+    __slots__ = ("future", "left", "results")
+
+    def __init__(self, future: asyncio.Future[None], size: int, parts: int) -> None:
+        self.future = future
+        self.results: list[Appended | None] = [None] * size
+        self.left = parts
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """The purchases of a Bulk that fall in one shard, joining that shard's script call as
+    one unit: keys and arguments laid out already, results written back by position."""
+
+    bulk: Bulk
+    positions: list[int]
+    keys: list[bytes]
+    args: list[bytes]
+    """fingerprint, payload, fingerprint, payload, ... in the order of ``keys``."""
+
+
+Unit = Pending | Part
 
 
 class AppendStats:
@@ -91,7 +122,7 @@ class StreamAppender:
         self._ack_replicas_timeout_ms = ack_replicas_timeout_ms
         # A replay must write something for WAIT to cover the original entry (append.lua).
         self._replay_writes = b"1" if ack_replicas else b"0"
-        self._batches: list[list[Pending]] = [[] for _ in range(shards)]
+        self._batches: list[list[Unit]] = [[] for _ in range(shards)]
         self._waiting = 0
         self._scheduled = False
         self._inflight = 0
@@ -121,6 +152,42 @@ class StreamAppender:
             loop.call_soon(self._dispatch)
         return await future
 
+    async def append_many(self, purchases: list[tuple[str, bytes, bytes]]) -> list[Appended]:
+        """Append many purchases (transaction_id, fingerprint, payload), each unless its
+        transaction_id is known, in order; once Redis confirmed every one of them.
+
+        One future for the whole list, and per shard one unit in that shard's next script
+        call, instead of a future and a Pending per purchase. A purchase later in the list
+        with the transaction_id of an earlier one is a replay of it (the script runs them
+        in order). Refused whole (Overloaded) when it does not fit in what may wait."""
+        if not purchases:
+            return []
+        if self._waiting and self._waiting + len(purchases) > self._max_pending:
+            raise Overloaded(
+                f"{self._waiting} purchases already waiting for Redis", self._retry_after_s
+            )
+        loop = asyncio.get_running_loop()
+        by_shard: dict[int, tuple[list[int], list[bytes], list[bytes]]] = {}
+        shards = self._shards
+        for position, (transaction_id, fingerprint, payload) in enumerate(purchases):
+            shard = shard_of(transaction_id, shards) if shards > 1 else 0
+            part = by_shard.get(shard)
+            if part is None:
+                part = by_shard[shard] = ([], [], [])
+            part[0].append(position)
+            part[1].append(idempotency_key(shard, transaction_id))
+            part[2].extend((fingerprint, payload))
+        future: asyncio.Future[None] = loop.create_future()
+        bulk = Bulk(future, len(purchases), len(by_shard))
+        for shard, (positions, keys, args) in by_shard.items():
+            self._batches[shard].append(Part(bulk, positions, keys, args))
+        self._waiting += len(purchases)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._dispatch)
+        await future
+        return cast(list[Appended], bulk.results)
+
     def _dispatch(self) -> None:
         self._scheduled = False
         if not self._waiting or self._inflight >= self._max_inflight:
@@ -133,9 +200,9 @@ class StreamAppender:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batches: dict[int, list[Pending]]) -> None:
+    async def _send(self, batches: dict[int, list[Unit]]) -> None:
         try:
-            by_node: dict[RedisPipe, dict[int, list[Pending]]] = {}
+            by_node: dict[RedisPipe, dict[int, list[Unit]]] = {}
             for shard, items in batches.items():
                 try:
                     pipe = self._nodes.pipe_for(self._streams[shard])
@@ -154,7 +221,7 @@ class StreamAppender:
                 self._scheduled = True
                 asyncio.get_running_loop().call_soon(self._dispatch)
 
-    async def _send_to(self, pipe: RedisPipe, batches: dict[int, list[Pending]]) -> None:
+    async def _send_to(self, pipe: RedisPipe, batches: dict[int, list[Unit]]) -> None:
         """One round trip to one node: a script call per shard (then WAIT, if asked)."""
         try:
             replies = await self._call(pipe, batches)
@@ -174,28 +241,46 @@ class StreamAppender:
                 self._nodes.failed(reply)  # e.g. MOVED during a resharding or failover
                 self._fail(items, f"purchase store refused shard {shard}: {reply}")
                 continue
-            self._batch_sizes.observe(len(items))
-            for item, result in zip(items, reply, strict=True):
-                if item.future.done():
-                    continue  # the client went away; the purchase is appended all the same
-                fingerprint, sep, entry_id = result.rpartition(b"|")
-                if sep:
-                    self.stats.replays += 1
-                    item.future.set_result(Appended(entry_id, True, fingerprint))
-                else:
-                    self.stats.appends += 1
-                    item.future.set_result(Appended(result))
+            self._batch_sizes.observe(len(reply))
+            at = 0
+            for item in items:
+                if isinstance(item, Pending):
+                    result = reply[at]
+                    at += 1
+                    if item.future.done():
+                        continue  # the client went away; the purchase is appended all the same
+                    item.future.set_result(self._appended(result))
+                    continue
+                results, bulk = item.bulk.results, item.bulk
+                for position in item.positions:
+                    results[position] = self._appended(reply[at])
+                    at += 1
+                bulk.left -= 1
+                if not bulk.left and not bulk.future.done():
+                    bulk.future.set_result(None)
 
-    async def _call(self, pipe: RedisPipe, batches: dict[int, list[Pending]]) -> list[Reply]:
+    def _appended(self, result: bytes) -> Appended:
+        fingerprint, sep, entry_id = result.rpartition(b"|")
+        if sep:
+            self.stats.replays += 1
+            return Appended(entry_id, True, fingerprint)
+        self.stats.appends += 1
+        return Appended(result)
+
+    async def _call(self, pipe: RedisPipe, batches: dict[int, list[Unit]]) -> list[Reply]:
         """The script's reply per shard, or the error Redis gave for that shard."""
         commands: list[tuple[Arg, ...]] = []
         for shard, items in batches.items():
             keys: list[bytes] = [self._streams[shard]]
             args: list[bytes] = [self._ttl, self._replay_writes]
             for item in items:
-                keys.append(item.key)
-                args.append(item.fingerprint)
-                args.append(item.payload)
+                if isinstance(item, Pending):
+                    keys.append(item.key)
+                    args.append(item.fingerprint)
+                    args.append(item.payload)
+                else:
+                    keys += item.keys
+                    args += item.args
             commands.append((b"EVALSHA", APPEND_SHA, len(keys), *keys, *args))
         if self._ack_replicas:
             commands.append((b"WAIT", self._ack_replicas, self._ack_replicas_timeout_ms))
@@ -213,11 +298,15 @@ class StreamAppender:
                 raise ReplicationLag(f"{confirmed} of {self._ack_replicas} replicas confirmed")
         return replies
 
-    def _fail(self, items: list[Pending], reason: str) -> None:
-        self.stats.failed += len(items)
+    def _fail(self, items: list[Unit], reason: str) -> None:
         for item in items:
-            if not item.future.done():
-                item.future.set_exception(RedisUnavailable(reason, self._retry_after_s))
+            if isinstance(item, Pending):
+                self.stats.failed += 1
+                if not item.future.done():
+                    item.future.set_exception(RedisUnavailable(reason, self._retry_after_s))
+            else:
+                self.stats.failed += len(item.positions)
+                item.bulk.fail(RedisUnavailable(reason, self._retry_after_s))
 
     async def close(self) -> None:
         """Send what is queued, then wait for every round trip in flight."""
