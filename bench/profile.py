@@ -6,7 +6,8 @@ Starts a throwaway stack and the gateway, loads it with wrk (single purchases, c
 ``--batch`` POST /purchases of 1,000 items, c8), samples the Granian worker with
 ``py-spy record`` (native frames off, idle frames off) and prints the top functions by own
 samples and by inclusive samples, as shares of all samples. With ``--flusher`` the flusher
-is sampled instead while it drains what the gateway took. The collapsed stacks are kept in
+is sampled instead while it drains what the gateway took, or with ``--rate`` while k6
+sends that many purchases per second. The collapsed stacks are kept in
 bench/results/profile-*.txt (flamegraph.pl or speedscope read them).
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 import psutil
 
 from bench.harness import serve_gateway, throwaway_stack, wrk_missing
+from bench.suite import k6_run
 from bench.wrk import run_wrk
 from devstack.processes import stop_process
 
@@ -64,6 +66,9 @@ def main() -> int:
     parser.add_argument("--batch", action="store_true")
     parser.add_argument("--flusher", action="store_true")
     parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument(
+        "--rate", type=int, default=0, help="with --flusher: k6 at this rate while sampling"
+    )
     opts = parser.parse_args()
     if wrk_missing():
         return 2
@@ -82,13 +87,16 @@ def main() -> int:
             target = worker
             seconds = opts.seconds
             if opts.flusher:
-                run_wrk(load[0], opts.seconds * 2, load[1], load[2])
+                if not opts.rate:
+                    run_wrk(load[0], opts.seconds * 2, load[1], load[2])
                 flusher = subprocess.Popen([sys.executable, "-m", "flusher"], env=env)
                 time.sleep(1.5)
                 target = flusher.pid
             sampler = threading.Thread(target=record, args=(target, seconds, out))
             sampler.start()
-            if not opts.flusher:
+            if opts.rate:
+                k6_run("constant.js", base, {"RATE": str(opts.rate), "DURATION": f"{seconds}s"})
+            elif not opts.flusher:
                 run_wrk(load[0], seconds, load[1], load[2])
             sampler.join()
             if opts.flusher:

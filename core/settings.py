@@ -82,6 +82,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     consumer: str = ""
     batch_size: Annotated[int, Meta(ge=1, le=50_000)] = 2000
     batch_wait_ms: Positive = 50
+    batch_linger_ms: Annotated[int, Meta(ge=0, le=1000)] = 20
+    """A batch read with fewer than ``batch_size`` entries waits this long for more, once
+    (Kafka's linger.ms): fuller transactions at moderate load, at most this much later."""
     claim_idle_ms: Positive = 30_000
     reclaim_interval_s: PositiveFloat = 5.0
     trim_interval_s: PositiveFloat = 1.0

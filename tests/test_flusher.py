@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import asyncpg
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
@@ -286,3 +287,32 @@ async def test_migrations_apply_once(pg: asyncpg.Connection) -> None:
         "005_ledger_partitions.sql",
         "006_stream_shards.sql",
     ]
+
+
+async def test_a_small_batch_lingers_for_entries_arriving_just_after_it(
+    settings: Settings, redis: Redis
+) -> None:
+    """Kafka's linger.ms: at moderate load a batch waits a few ms to fill before its commit,
+    instead of paying a transaction for every handful of entries."""
+    from tests.helpers import open_flusher
+
+    lingering = msgspec.structs.replace(settings, batch_linger_ms=300, batch_size=10)
+    worker, close = await open_flusher(lingering)
+    try:
+        await worker.reader.ensure_group()
+        await redis.xadd(STREAM, {"p": b"first"})
+        read = asyncio.create_task(worker.read_batch())
+        await asyncio.sleep(0.1)
+        await redis.xadd(STREAM, {"p": b"second"})
+        assert len(await read) == 2
+        await redis.xadd(STREAM, {"p": b"only"})
+        started = asyncio.get_running_loop().time()
+        assert len(await worker.read_batch()) == 1
+        assert asyncio.get_running_loop().time() - started < 2  # bounded: one linger
+        for i in range(10):
+            await redis.xadd(STREAM, {"p": b"full-%d" % i})
+        started = asyncio.get_running_loop().time()
+        assert len(await worker.read_batch()) == 10
+        assert asyncio.get_running_loop().time() - started < 0.25  # a full batch never waits
+    finally:
+        await close()
