@@ -53,7 +53,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--batch", action="store_true")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE",
+        help="a setting for this checkout's gateway only (with --base . : a settings A/B)",
+    )  # fmt: skip
     opts = parser.parse_args()
+    this_env = dict(item.split("=", 1) for item in opts.env)
     if wrk_missing():
         return 2
     this = HERE.parent
@@ -68,7 +73,8 @@ def main() -> int:
             figures["minimal app"].append(cpu)
             line = [f"round {round_ + 1}: minimal app {cpu:.1f} µs/request"]
             for name, checkout in (("base", opts.base), ("this", this)):
-                gateway, url = serve_checkout(checkout.resolve(), env)
+                extra = this_env if name == "this" else {}
+                gateway, url = serve_checkout(checkout.resolve(), {**env, **extra})
                 cpu, rate = measure(gateway.pid, url, opts.seconds, opts.batch)
                 stop_process(gateway)
                 figures[name].append(cpu)
