@@ -2,20 +2,18 @@
 
 A thread scrapes /metrics once a second during a run; per-second acknowledged purchases
 come from the request counter, p50 and p99 from the acknowledgment-latency histogram (the
-upper bound of the bucket the quantile falls in).
+upper bound of the bucket the quantile falls in), both summed over the gateway's workers.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
-OK = re.compile(r'^monokera_http_requests_total\{route="/purchase",status="200"\} (\d+)', re.M)
-BUCKET = re.compile(r'^monokera_purchase_ack_seconds_bucket\{le="([^"]+)"\} (\d+)', re.M)
+from prometheus_client.parser import text_string_to_metric_families
 
 Sample = tuple[float, int, list[tuple[float, int]]]
 
@@ -36,10 +34,9 @@ class MetricsSampler:
                     text = reply.read().decode()
             except OSError:
                 text = ""
-            ok = OK.search(text)
-            buckets = [(float(le), int(n)) for le, n in BUCKET.findall(text)]
-            if ok:
-                self.samples.append((time.monotonic() - self._started, int(ok.group(1)), buckets))
+            parsed = parse(text)
+            if parsed is not None:
+                self.samples.append((time.monotonic() - self._started, *parsed))
             self._stop.wait(self.interval_s)
 
     def start(self) -> MetricsSampler:
@@ -51,6 +48,32 @@ class MetricsSampler:
         self._stop.set()
         self._thread.join()
         return self.samples
+
+
+def parse(text: str) -> tuple[int, list[tuple[float, int]]] | None:
+    """Purchases answered 200 and the ack-latency buckets, summed over the gateway's workers."""
+    ok = 0.0
+    buckets: dict[float, float] = {}
+    seen = False
+    try:
+        families = list(text_string_to_metric_families(text))
+    except ValueError:
+        return None
+    for family in families:
+        for sample in family.samples:
+            if sample.name == "monokera_http_requests_total":
+                if (
+                    sample.labels.get("route") == "/purchase"
+                    and sample.labels.get("status") == "200"
+                ):
+                    ok += sample.value
+                    seen = True
+            elif sample.name == "monokera_purchase_ack_seconds_bucket":
+                le = float(sample.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + sample.value
+    if not seen:
+        return None
+    return int(ok), [(le, int(n)) for le, n in sorted(buckets.items())]
 
 
 def quantile(deltas: list[tuple[float, int]], q: float) -> float | None:

@@ -327,9 +327,7 @@ def main() -> int:
             flusher = None
 
             # 9. References for Redis and PostgreSQL, on the same servers, now idle.
-            extra["redis_reference"] = redis_reference(
-                stack.redis_url, stack.redis.pid, reference_entries
-            )
+            extra["redis_reference"] = redis_reference(stack.redis_url, reference_entries)
             extra["copy_reference"] = copy_reference(
                 stack.database_url, stack.postgres.pid, reference_entries, SETTINGS.batch_size
             )
