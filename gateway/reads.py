@@ -6,15 +6,16 @@ import base64
 import re
 import struct
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Final
 from urllib.parse import parse_qs
 
 import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.constants import idempotency_key, shard_of, stream_key, transaction_cache_key
-from core.events import CustomerReceipt, SellerReceipt, event_decoder, is_valid_transaction_id
+from core.constants import transaction_cache_key
+from core.events import CustomerReceipt, SellerReceipt, is_valid_transaction_id
+from core.idempotency import ClientLookups, find_accepted
 from gateway.cache import ReadCache
 from gateway.errors import ErrorDetail, InvalidPurchase, NotFound, StoreUnavailable
 from gateway.history import HistoryKey, HistoryStore
@@ -93,7 +94,7 @@ class Reads:
     def __init__(self, store: HistoryStore, cache: ReadCache, redis: Redis, shards: int) -> None:
         self._store = store
         self._cache = cache
-        self._redis = redis
+        self._lookups = ClientLookups(redis)
         self._shards = shards
 
     async def transaction(self, scope: Scope, receive: Receive) -> Response:
@@ -115,20 +116,15 @@ class Reads:
         return json_response(200, _encoder.encode(accepted))
 
     async def _accepted(self, transaction_id: str) -> TransactionView | None:
-        """In the stream, not yet in PostgreSQL: found through its idempotency key."""
+        """In the stream, not yet in PostgreSQL: found through its idempotency marker."""
         try:
-            shard = shard_of(transaction_id, self._shards)
-            marker: Any = await self._redis.get(idempotency_key(shard, transaction_id))
-            if marker is None:
-                return None
-            entry_id = bytes(marker).rpartition(b"|")[2].decode()
-            entries: Any = await self._redis.xrange(stream_key(shard), entry_id, entry_id)
+            found = await find_accepted(self._lookups, transaction_id, self._shards)
         except (RedisError, OSError) as exc:
             # Not "not found": it may well have been acknowledged a moment ago.
             raise StoreUnavailable(f"purchase store unavailable: {type(exc).__name__}") from exc
-        if not entries:
+        if found is None or found.event is None:
             return None
-        event = event_decoder.decode(entries[0][1][b"p"])
+        event, entry_id = found.event, found.entry_id
         debit, credit = event.legs
         return TransactionView(
             transaction_id=event.transaction_id,
