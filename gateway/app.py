@@ -6,14 +6,15 @@ import logging
 
 import msgspec
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from core import logs
 from core.flusher_stats import FLUSHER_FIELDS, read_published_stats
+from core.groups import ensure_groups
+from core.redis_clients import initialize, redis_client
 from core.settings import Settings
 from core.supervisor_status import read_status
-from gateway import openapi, redis_client
+from gateway import openapi
 from gateway.appender import StreamAppender
 from gateway.backlog import BacklogMonitor
 from gateway.cache import ReadCache
@@ -29,7 +30,7 @@ from gateway.errors import (
 )
 from gateway.history import HistoryStore
 from gateway.metrics import Metrics, counter, gauge, label
-from gateway.nodes import ClusterNodes, Nodes, SingleNode
+from gateway.nodes import Nodes
 from gateway.purchase import PurchaseHandler
 from gateway.reads import Reads
 from gateway.request_ids import RequestIds
@@ -118,10 +119,10 @@ class App:
         logs.configure(settings.log_level)
         # Separate connections: readiness and backlog checks, reads and the read cache never
         # queue behind the appends.
-        self._appends = nodes(settings)
-        self._cache_nodes = nodes(settings)
-        self._control = redis_client.connect(settings, 4)
-        self._reads_redis = redis_client.connect(settings, 16)
+        self._appends = Nodes(settings)
+        self._cache_nodes = Nodes(settings)
+        self._control = redis_client(settings, max_connections=4)
+        self._reads_redis = redis_client(settings, max_connections=16)
         self._appender = StreamAppender(
             self._appends,
             shards=settings.stream_shards,
@@ -142,15 +143,11 @@ class App:
             interval_s=settings.backlog_check_interval_s,
         )
         try:
-            for cluster_nodes in (self._appends, self._cache_nodes):
-                if isinstance(cluster_nodes, ClusterNodes):
-                    await cluster_nodes.start()
+            for connections in (self._appends, self._cache_nodes):
+                await connections.start()
             for client in (self._control, self._reads_redis):
-                if isinstance(client, RedisCluster):
-                    # Once, before concurrent requests share it: redis-py's asyncio cluster
-                    # client can fail when several tasks trigger its first initialisation.
-                    await client.initialize()
-            await redis_client.ensure_groups(self._control, settings.stream_shards)
+                await initialize(client)
+            await ensure_groups(self._control, settings.stream_shards)
             await self._appender.load_script()
             await self._backlog.check()
         except (RedisError, OSError) as exc:
@@ -180,7 +177,7 @@ class App:
             immutable_ttl_s=settings.cache_immutable_ttl_s,
             enabled=settings.cache_enabled,
         )
-        reads = Reads(self._history, self._cache, self._reads_redis, settings.stream_shards)
+        reads = Reads(self._history, self._cache, self._cache_nodes, settings.stream_shards)
         router = Router()
         router.add("/purchase", {"POST": purchase})
         router.add("/purchases", {"POST": purchase.batch})
@@ -373,12 +370,6 @@ class App:
             ],
         )
         return lines
-
-
-def nodes(settings: Settings) -> Nodes:
-    if settings.redis_cluster:
-        return ClusterNodes(settings.redis_url, timeout_s=settings.redis_timeout_s)
-    return SingleNode(settings.redis_url, timeout_s=settings.redis_timeout_s)
 
 
 app = App()

@@ -10,15 +10,15 @@ from typing import Final
 from urllib.parse import parse_qs
 
 import msgspec
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.constants import transaction_cache_key
+from core.constants import PAYLOAD_FIELD, transaction_cache_key
 from core.events import CustomerReceipt, SellerReceipt, is_valid_transaction_id
-from core.idempotency import ClientLookups, find_accepted
+from core.idempotency import find_accepted
 from gateway.cache import ReadCache
 from gateway.errors import ErrorDetail, InvalidPurchase, NotFound, StoreUnavailable
 from gateway.history import HistoryKey, HistoryStore
+from gateway.nodes import Nodes
 from gateway.responses import Response, json_response
 from gateway.types import Receive, Scope
 from gateway.views import HistoryPage, LegView, TransactionView
@@ -28,6 +28,7 @@ DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _encoder: Final = msgspec.json.Encoder()
+_PAYLOAD: Final = PAYLOAD_FIELD.encode()
 
 
 class InvalidQuery(InvalidPurchase):
@@ -90,11 +91,33 @@ def checked_account(account: str) -> str:
     return account
 
 
+class NodeLookups:
+    """``core.idempotency.Lookups`` on the connection that serves each key."""
+
+    def __init__(self, nodes: Nodes) -> None:
+        self._nodes = nodes
+
+    async def marker(self, key: bytes) -> bytes | None:
+        marker: bytes | None = await self._nodes.pipe_for(key).call(b"GET", key)
+        return marker
+
+    async def payload(self, stream: bytes, entry_id: bytes) -> bytes | None:
+        entries = await self._nodes.pipe_for(stream).call(b"XRANGE", stream, entry_id, entry_id)
+        if not entries:
+            return None
+        fields = entries[0][1]  # [field, value, field, value, ...]
+        for at in range(0, len(fields) - 1, 2):
+            if fields[at] == _PAYLOAD:
+                payload: bytes = fields[at + 1]
+                return payload
+        return None
+
+
 class Reads:
-    def __init__(self, store: HistoryStore, cache: ReadCache, redis: Redis, shards: int) -> None:
+    def __init__(self, store: HistoryStore, cache: ReadCache, nodes: Nodes, shards: int) -> None:
         self._store = store
         self._cache = cache
-        self._lookups = ClientLookups(redis)
+        self._lookups = NodeLookups(nodes)
         self._shards = shards
 
     async def transaction(self, scope: Scope, receive: Receive) -> Response:

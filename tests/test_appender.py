@@ -14,12 +14,13 @@ from core.idempotency import Outcome
 from core.settings import Settings
 from gateway.appender import StreamAppender
 from gateway.errors import Overloaded
-from gateway.nodes import Nodes, SingleNode
+from gateway.nodes import Nodes
 
 
 @pytest.fixture
 async def nodes(settings: Settings, redis: Redis) -> AsyncIterator[Nodes]:
-    opened = SingleNode(settings.redis_url, timeout_s=2)
+    opened = Nodes(settings)
+    await opened.start()
     yield opened
     await opened.close()
 
