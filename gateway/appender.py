@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass
 from importlib.resources import files
-from typing import Final
+from typing import Final, NamedTuple
 
 from redis.exceptions import NoScriptError, RedisError
 
 from core.constants import idempotency_key, shard_of, stream_key
+from core.idempotency import Appended, Outcome, outcome
 from gateway.errors import Overloaded, RedisUnavailable
 from gateway.metrics import BATCH_BUCKETS, Histogram
 from gateway.nodes import Nodes
@@ -36,20 +36,12 @@ from gateway.redis_pipe import Arg, RedisPipe, Reply
 
 APPEND_SCRIPT: Final = (files("gateway") / "append.lua").read_bytes()
 APPEND_SHA: Final = hashlib.sha1(APPEND_SCRIPT).hexdigest()
+ACCEPTED: Final = Outcome.ACCEPTED
 
 
-@dataclass(frozen=True, slots=True)
-class Appended:
-    entry_id: bytes
-    """The stream entry holding this purchase (the original one for a replay)."""
-    replayed: bool = False
-    """The transaction_id was already appended within the idempotency window."""
-    fingerprint: bytes = b""
-    """For a replay: the fingerprint the first request had."""
+class Pending(NamedTuple):
+    """One purchase waiting for its round trip (a tuple: one is built per purchase)."""
 
-
-@dataclass(frozen=True, slots=True)
-class Pending:
     key: bytes
     fingerprint: bytes
     payload: bytes
@@ -105,7 +97,8 @@ class StreamAppender:
             await pipe.call(b"SCRIPT", b"LOAD", APPEND_SCRIPT)
 
     async def append(self, transaction_id: str, fingerprint: bytes, payload: bytes) -> Appended:
-        """Append one purchase unless its transaction_id is known; once Redis confirmed it."""
+        """Append one purchase unless its transaction_id is known; once Redis confirmed it,
+        the outcome: accepted, replayed (same fingerprint as the first time) or conflict."""
         if self._waiting >= self._max_pending:
             raise Overloaded(
                 f"{self._waiting} purchases already waiting for Redis", self._retry_after_s
@@ -178,13 +171,12 @@ class StreamAppender:
             for item, result in zip(items, reply, strict=True):
                 if item.future.done():
                     continue  # the client went away; the purchase is appended all the same
-                fingerprint, sep, entry_id = result.rpartition(b"|")
-                if sep:
-                    self.stats.replays += 1
-                    item.future.set_result(Appended(entry_id, True, fingerprint))
-                else:
+                appended = outcome(result, item.fingerprint)
+                if appended.outcome is ACCEPTED:
                     self.stats.appends += 1
-                    item.future.set_result(Appended(result))
+                else:
+                    self.stats.replays += 1
+                item.future.set_result(appended)
 
     async def _call(self, pipe: RedisPipe, batches: dict[int, list[Pending]]) -> list[Reply]:
         """The script's reply per shard, or the error Redis gave for that shard."""

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from decimal import Decimal
-from hashlib import blake2b
 from typing import Final
 
 import msgspec
@@ -17,7 +16,8 @@ from core.events import (
     event_from_request,
     request_decoder,
 )
-from gateway.appender import Appended, StreamAppender
+from core.idempotency import Appended, Outcome, fingerprint
+from gateway.appender import StreamAppender
 from gateway.backlog import BacklogMonitor
 from gateway.body import declared_length, read_body
 from gateway.deadlines import BodyDeadlines
@@ -41,6 +41,13 @@ from gateway.types import Receive, Scope
 from gateway.views import response_for
 
 REPLAYED: Final = (b"idempotent-replayed", b"true")
+ACCEPTED: Final = Outcome.ACCEPTED
+CONFLICT: Final = Outcome.CONFLICT
+_LOG_LINES: Final = {
+    Outcome.ACCEPTED: "purchase accepted",
+    Outcome.REPLAYED: "purchase replayed",
+    Outcome.CONFLICT: "purchase refused: transaction_id used for a different purchase",
+}
 log = logging.getLogger("monokera.purchase")
 
 
@@ -80,15 +87,15 @@ class PurchaseHandler:
         )
         request = decode_purchase(body)
         request_id = self._request_ids.accept_or_make(client_request_id)
-        appended, fingerprint = await self._append(request, request_id)
+        appended = await self._append(request, request_id)
         self._ack_latency.observe(time.perf_counter() - started)
         headers = [
             CONTENT_TYPE_JSON,
             (b"x-request-id", request_id.encode()),
             (b"x-stream-entry-id", appended.entry_id),
         ]
-        if appended.replayed:
-            raise_on_conflict(request, appended, fingerprint)
+        if appended.outcome is not ACCEPTED:
+            raise_on_conflict(request, appended)
             headers.append(REPLAYED)
         return Response(200, encoder.encode(response_for(request)), headers)
 
@@ -119,10 +126,8 @@ class PurchaseHandler:
                 raise outcome  # not acknowledged: retrying the whole batch is safe
             if isinstance(outcome, BaseException):
                 raise outcome
-            appended, fingerprint = outcome
             try:
-                if appended.replayed:
-                    raise_on_conflict(request, appended, fingerprint, f"$[{index}]")
+                raise_on_conflict(request, outcome, f"$[{index}]")
                 results[index] = response_for(request)
             except HTTPError as exc:
                 results[index] = error_object(exc)
@@ -151,28 +156,21 @@ class PurchaseHandler:
             )
         return content_length, client_request_id
 
-    async def _append(self, request: PurchaseRequest, request_id: str) -> tuple[Appended, bytes]:
+    async def _append(self, request: PurchaseRequest, request_id: str) -> Appended:
         event = event_from_request(request, request_id, time.time_ns() // 1000)
-        fingerprint = blake2b(encoder.encode(request), digest_size=16).hexdigest().encode()
         appended = await self._appender.append(
-            request.transaction_id, fingerprint, encoder.encode(event)
+            request.transaction_id, fingerprint(encoder.encode(request)), encoder.encode(event)
         )
         if self._log_purchases:
-            if not appended.replayed:
-                outcome = "purchase accepted"
-            elif appended.fingerprint == fingerprint:
-                outcome = "purchase replayed"
-            else:
-                outcome = "purchase refused: transaction_id used for a different purchase"
             log.info(
-                outcome,
+                _LOG_LINES[appended.outcome],
                 extra={
                     "request_id": request_id,
                     "transaction_id": request.transaction_id,
                     "stream_entry_id": appended.entry_id.decode(),
                 },
             )
-        return appended, fingerprint
+        return appended
 
 
 def decode_purchase(body: bytes, at: str = "$") -> PurchaseRequest:
@@ -249,10 +247,8 @@ def decode_batch(body: bytes, max_items: int) -> list[msgspec.Raw]:
     return items
 
 
-def raise_on_conflict(
-    request: PurchaseRequest, appended: Appended, fingerprint: bytes, at: str = "$"
-) -> None:
-    if appended.fingerprint != fingerprint:
+def raise_on_conflict(request: PurchaseRequest, appended: Appended, at: str = "$") -> None:
+    if appended.outcome is CONFLICT:
         raise IdempotencyConflict(
             f"transaction_id {request.transaction_id!r} was already used for a different purchase",
             [ErrorDetail(f"{at}.transaction_id", "already used with a different body")],

@@ -1,0 +1,73 @@
+"""StreamAppender on its own, against a real Redis: outcomes, coalescing, the script
+reloaded after a flush, and the limit on purchases waiting."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from core.constants import stream_key
+from core.idempotency import Outcome
+from core.settings import Settings
+from gateway.appender import StreamAppender
+from gateway.errors import Overloaded
+from gateway.nodes import Nodes
+
+
+@pytest.fixture
+async def nodes(settings: Settings, redis: Redis) -> AsyncIterator[Nodes]:
+    opened = Nodes(settings)
+    await opened.start()
+    yield opened
+    await opened.close()
+
+
+async def test_outcomes_are_accepted_then_replayed_then_conflict(
+    nodes: Nodes, redis: Redis
+) -> None:
+    appender = StreamAppender(nodes)
+    first = await appender.append("ap-1", b"f1", b"payload")
+    assert first.outcome is Outcome.ACCEPTED
+    replay = await appender.append("ap-1", b"f1", b"payload")
+    assert replay == (Outcome.REPLAYED, first.entry_id)
+    clash = await appender.append("ap-1", b"f2", b"other")
+    assert clash == (Outcome.CONFLICT, first.entry_id)
+    assert await redis.xlen(stream_key(0)) == 1
+    assert (appender.stats.appends, appender.stats.replays) == (1, 2)
+    await appender.close()
+
+
+async def test_appends_of_one_loop_turn_share_one_round_trip(nodes: Nodes, redis: Redis) -> None:
+    appender = StreamAppender(nodes, shards=4)
+    results = await asyncio.gather(
+        *(appender.append(f"co-{i}", b"f", b"p%d" % i) for i in range(200))
+    )
+    assert {r.outcome for r in results} == {Outcome.ACCEPTED}
+    assert appender.stats.round_trips == 1  # four shards, one node: one round trip
+    assert sum([await redis.xlen(stream_key(s)) for s in range(4)]) == 200
+    await appender.close()
+
+
+async def test_a_flushed_script_cache_is_reloaded_and_the_append_runs_once(
+    nodes: Nodes, redis: Redis
+) -> None:
+    appender = StreamAppender(nodes)
+    await appender.load_script()
+    await redis.script_flush()
+    appended = await appender.append("noscript-1", b"f", b"p")
+    assert appended.outcome is Outcome.ACCEPTED
+    assert await redis.xlen(stream_key(0)) == 1
+    await appender.close()
+
+
+async def test_purchases_beyond_the_waiting_limit_are_refused(nodes: Nodes) -> None:
+    appender = StreamAppender(nodes, max_pending=2)
+    waiting = [asyncio.ensure_future(appender.append(f"lim-{i}", b"f", b"p")) for i in range(2)]
+    await asyncio.sleep(0)  # both queued, not yet sent
+    with pytest.raises(Overloaded):
+        await appender.append("lim-2", b"f", b"p")
+    assert {r.outcome for r in await asyncio.gather(*waiting)} == {Outcome.ACCEPTED}
+    await appender.close()
