@@ -192,4 +192,3 @@ class Services:
         """Stops the background tasks, then closes the pools and connections (in the
         reverse order of their opening)."""
         await self.closing.aclose()
-
