@@ -26,8 +26,8 @@ from granian.http import HTTP1Settings
 from granian.log import LogLevels
 
 from core import logs
+from core.port_guard import exit_if_taken
 from core.settings import Settings
-from gateway.port_guard import exit_if_taken
 
 
 def main() -> int:
