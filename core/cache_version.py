@@ -16,7 +16,13 @@ NX) before caching again.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from typing import Final
+
+from redis.asyncio import Redis
+
+from core.constants import account_version_key
+from core.redis_clients import is_cluster
 
 BUMP_SCRIPT: Final = """
 for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'EX', ARGV[2]) end
@@ -28,3 +34,22 @@ return #KEYS
 def new_version() -> bytes:
     """128 random bits as hex: never equal to any version handed out before."""
     return secrets.token_hex(16).encode()
+
+
+async def bump(redis: Redis, accounts: Iterable[str], ttl_s: int) -> None:
+    """Give every account one new version. Raises when Redis refuses (out of memory, a
+    failover): the flusher then acknowledges nothing and tries again."""
+    keys = [account_version_key(a) for a in sorted(accounts)]
+    if not keys:
+        return
+    version = new_version()
+    if is_cluster(redis):
+        # Keys of many slots: the cluster pipeline splits them by node, and raises the
+        # first refusal after all replies are in.
+        pipe = redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.set(key, version, ex=ttl_s)
+        await pipe.execute()
+    else:
+        # One command for the whole batch, not one SET each (hundreds per batch).
+        await redis.eval(BUMP_SCRIPT, len(keys), *keys, version, ttl_s)

@@ -13,7 +13,6 @@ from typing import Any, Final, Literal
 import msgspec
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 
 from core.constants import SUPERVISOR_STATUS
 
@@ -43,7 +42,7 @@ def publish_status(redis: SyncRedis, children: dict[str, ChildStatus]) -> None:
     pipe.execute()
 
 
-async def read_status(redis: Redis | RedisCluster) -> dict[str, ChildStatus]:
+async def read_status(redis: Redis) -> dict[str, ChildStatus]:
     """Each supervised child's status; empty when no supervisor publishes one. A value that
     does not decode (another version wrote it) is skipped rather than failing /readyz."""
     raw: Any = await redis.hgetall(SUPERVISOR_STATUS)

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.port_guard import PortInUse, ensure_port_free
 from core.settings import Settings, env_name, redact
 from devstack.data_lock import DataDirInUse, DataLock
 from devstack.processes import port_accepts
@@ -31,7 +32,6 @@ from devstack.supervisor import (
     say,
     server_child,
 )
-from gateway.port_guard import PortInUse, ensure_port_free
 
 DEFAULT_REDIS_PORT = 6390
 DEFAULT_PG_PORT = 5440

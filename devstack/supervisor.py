@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from redis import Redis
-from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from core.redis_clients import sync_redis_client
 from core.settings import Settings
 from core.supervisor_status import ChildStatus, State, publish_status
 from devstack.processes import stop_process
@@ -178,7 +178,7 @@ class StatusPublisher:
     """Writes the children's status to Redis at most every ``interval_s``; a failure (Redis
     down or restarting) is retried on the next tick, the counts are kept here meanwhile."""
 
-    def __init__(self, redis: Redis | RedisCluster, interval_s: float = 1.0) -> None:
+    def __init__(self, redis: Redis, interval_s: float = 1.0) -> None:
         self.redis = redis
         self.interval_s = interval_s
         self._published_at = 0.0
@@ -186,20 +186,14 @@ class StatusPublisher:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> StatusPublisher:
-        timeouts = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
-        client: Redis | RedisCluster = (
-            RedisCluster.from_url(settings.redis_url, **timeouts)
-            if settings.redis_cluster
-            else Redis.from_url(settings.redis_url, **timeouts)
-        )
-        return cls(client)
+        return cls(sync_redis_client(settings, timeout_s=0.5))
 
     def publish(self, children: dict[str, ChildStatus]) -> None:
         now = time.monotonic()
         if children == self._last and now - self._published_at < self.interval_s:
             return
         try:
-            publish_status(self.redis, children)  # type: ignore[arg-type]
+            publish_status(self.redis, children)
         except (RedisError, OSError):
             self._last = None  # retry on the next tick
             self._published_at = now

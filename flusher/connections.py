@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
-from core.redis_clients import redis_client
+from core.redis_clients import flusher_client
 from core.settings import Settings
 from flusher.store import PurchaseStore
 from flusher.stream import GroupReader
@@ -36,13 +36,11 @@ async def open_flushers(
     stores: list[PurchaseStore] = []
     flushers: list[Flusher] = []
     for shard in range(settings.stream_shards) if shards is None else shards:
-        redis = redis_client(settings)
+        redis = flusher_client(settings)
         store = purchase_store(settings, shard)
         clients.append(redis)
         stores.append(store)
-        reader = GroupReader(
-            redis, settings.consumer_name, shard=shard, version_ttl_s=settings.cache_ttl_s
-        )
+        reader = GroupReader(redis, settings.consumer_name, shard=shard)
         flushers.append(Flusher(settings, reader, store))
 
     async def close() -> None:

@@ -6,11 +6,9 @@ import time
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ResponseError
 
-from core.cache_version import BUMP_SCRIPT, new_version
-from core.constants import GROUP, PAYLOAD_FIELD, account_version_key, stream_key
+from core.constants import GROUP, PAYLOAD_FIELD, stream_key
+from core.groups import ensure_group
 from core.replies import format_id, parse_id, text
 
 Entry = tuple[str, bytes | None]
@@ -39,10 +37,8 @@ class GroupReader:
         *,
         shard: int = 0,
         group: str = GROUP,
-        version_ttl_s: int = 300,
     ):
         self.redis = redis
-        self.version_ttl_s = version_ttl_s
         self.consumer = consumer
         self.shard = shard
         self.stream = stream_key(shard)
@@ -50,27 +46,8 @@ class GroupReader:
         self._claim_cursor = "0-0"
 
     async def ensure_group(self) -> bool:
-        """Create the group from the stream's start; True if it had to be created.
-
-        Looks first: XGROUP CREATE is refused while Redis is out of memory, even for a
-        group that exists, and a flusher must be able to start then (it only reads and
-        acknowledges until memory is freed).
-        """
-        try:
-            groups: Any = await self.redis.xinfo_groups(self.stream)
-        except ResponseError as exc:
-            if not is_missing_stream(exc):
-                raise
-            groups = []
-        if any(text(g["name"]) == self.group for g in groups):
-            return False
-        try:
-            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" in str(exc):
-                return False
-            raise
-        return True
+        """Create the group from the stream's start; True if it had to be created."""
+        return await ensure_group(self.redis, self.stream, self.group)
 
     async def read(self, count: int, block_ms: int | None, *, pending: bool = False) -> list[Entry]:
         """New entries (``>``), or with ``pending`` this consumer's own unacknowledged ones."""
@@ -108,33 +85,10 @@ class GroupReader:
     def claim_sweep_done(self) -> bool:
         return self._claim_cursor == "0-0"
 
-    async def ack(self, entry_ids: list[str], accounts: set[str] | None = None) -> int:
-        """Give the accounts a committed batch touched new cache versions, then XACK.
-
-        Two calls, the second only once the first succeeded: an entry is acknowledged only
-        when no cached read of its accounts can be served without it any more. A refused
-        bump (Redis out of memory, a failover) raises and leaves the entries pending; they
-        are bumped and acknowledged on a retry, or delivered again.
-        """
+    async def ack(self, entry_ids: list[str]) -> int:
         if not entry_ids:
             return 0
-        if accounts:
-            await self.bump_versions(accounts)
         return int(await self.redis.xack(self.stream, self.group, *entry_ids))
-
-    async def bump_versions(self, accounts: set[str]) -> None:
-        keys = [account_version_key(a) for a in sorted(accounts)]
-        version = new_version()
-        if isinstance(self.redis, RedisCluster):
-            # Keys of many slots: the cluster pipeline splits them by node, and raises the
-            # first refusal after all replies are in.
-            pipe = self.redis.pipeline(transaction=False)
-            for key in keys:
-                pipe.set(key, version, ex=self.version_ttl_s)
-            await pipe.execute()
-        else:
-            # One command for the whole batch, not one SET each (hundreds per batch).
-            await self.redis.eval(BUMP_SCRIPT, len(keys), *keys, version, self.version_ttl_s)
 
     async def trim(self, retain_s: float) -> int:
         """Trim below the oldest entry any group still needs, and below ``retain_s`` of age.
@@ -168,9 +122,3 @@ class GroupReader:
         if floor <= (0, 1):
             return 0
         return int(await self.redis.xtrim(self.stream, minid=format_id(floor), approximate=True))
-
-
-def is_missing_stream(exc: ResponseError) -> bool:
-    """The stream or the group is gone (deleted, or Redis restarted without its data)."""
-    message = str(exc)
-    return message.startswith(("NOGROUP", "UNBLOCKED")) or "no such key" in message

@@ -18,8 +18,10 @@ from functools import partial
 import msgspec
 from redis.exceptions import RedisError, ResponseError
 
+from core import cache_version
 from core.events import event_decoder
 from core.flusher_stats import publish_stats
+from core.groups import is_missing_stream
 from core.replies import parse_id
 from core.settings import Settings
 from core.stranded import stranded_streams
@@ -31,7 +33,7 @@ from flusher.errors import (
     is_transient,
 )
 from flusher.store import Decoded, PurchaseStore, Undecodable, WriteResult
-from flusher.stream import Entry, GroupReader, is_missing_stream
+from flusher.stream import Entry, GroupReader
 
 log = logging.getLogger("flusher")
 
@@ -115,14 +117,18 @@ class Flusher:
     async def ack(self, entries: list[Entry], accounts: set[str] | None = None) -> None:
         """XACK after the commit; retried, since a lost ack only means a harmless redelivery.
 
-        ``accounts`` get new cache versions first (see GroupReader.ack); while Redis refuses
-        that (out of memory, failover), nothing is acknowledged and both are retried.
+        ``accounts`` (those the committed batch touched) get new cache versions first, and
+        the XACK is sent only once that succeeded: an entry is acknowledged only when no
+        cached read of its accounts can be served without it any more. While Redis refuses
+        the bump (out of memory, failover), nothing is acknowledged and both are retried.
         """
         ids = [entry_id for entry_id, _ in entries]
         delay = 0.05
         while True:
             try:
-                self.stats.acked += await self.reader.ack(ids, accounts)
+                if accounts and ids:
+                    await cache_version.bump(self.reader.redis, accounts, self.settings.cache_ttl_s)
+                self.stats.acked += await self.reader.ack(ids)
                 return
             except ACK_RETRYABLE as exc:
                 if isinstance(exc, ResponseError) and not is_transient(exc):

@@ -27,8 +27,8 @@ from granian.log import LogLevels
 from granian.server import MPServer, MTServer
 
 from core import logs
+from core.port_guard import exit_if_taken
 from core.settings import Settings
-from gateway.port_guard import exit_if_taken
 
 
 def main() -> int:

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass
 from importlib.resources import files
-from typing import Final, cast
+from typing import Final, NamedTuple, cast
 
 from redis.exceptions import NoScriptError, RedisError
 
 from core.constants import idempotency_key, shard_of, stream_key
+from core.idempotency import Appended, Outcome, outcome
 from gateway.errors import Overloaded, RedisUnavailable
 from gateway.metrics import BATCH_BUCKETS, Histogram
 from gateway.nodes import Nodes
@@ -36,20 +36,12 @@ from gateway.redis_pipe import Arg, RedisPipe, Reply
 
 APPEND_SCRIPT: Final = (files("gateway") / "append.lua").read_bytes()
 APPEND_SHA: Final = hashlib.sha1(APPEND_SCRIPT).hexdigest()
+ACCEPTED: Final = Outcome.ACCEPTED
 
 
-@dataclass(frozen=True, slots=True)
-class Appended:
-    entry_id: bytes
-    """The stream entry holding this purchase (the original one for a replay)."""
-    replayed: bool = False
-    """The transaction_id was already appended within the idempotency window."""
-    fingerprint: bytes = b""
-    """For a replay: the fingerprint the first request had."""
+class Pending(NamedTuple):
+    """One purchase waiting for its round trip (a tuple: one is built per purchase)."""
 
-
-@dataclass(frozen=True, slots=True)
-class Pending:
     key: bytes
     fingerprint: bytes
     payload: bytes
@@ -72,8 +64,7 @@ class Bulk:
             self.future.set_exception(exc)
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
+class Part(NamedTuple):
     """The purchases of a Bulk that fall in one shard, joining that shard's script call as
     one unit: keys and arguments laid out already, results written back by position."""
 
@@ -136,7 +127,8 @@ class StreamAppender:
             await pipe.call(b"SCRIPT", b"LOAD", APPEND_SCRIPT)
 
     async def append(self, transaction_id: str, fingerprint: bytes, payload: bytes) -> Appended:
-        """Append one purchase unless its transaction_id is known; once Redis confirmed it."""
+        """Append one purchase unless its transaction_id is known; once Redis confirmed it,
+        the outcome: accepted, replayed (same fingerprint as the first time) or conflict."""
         if self._waiting >= self._max_pending:
             raise Overloaded(
                 f"{self._waiting} purchases already waiting for Redis", self._retry_after_s
@@ -249,23 +241,23 @@ class StreamAppender:
                     at += 1
                     if item.future.done():
                         continue  # the client went away; the purchase is appended all the same
-                    item.future.set_result(self._appended(result))
+                    item.future.set_result(self._judged(result, item.fingerprint))
                     continue
-                results, bulk = item.bulk.results, item.bulk
-                for position in item.positions:
-                    results[position] = self._appended(reply[at])
+                results, args, bulk = item.bulk.results, item.args, item.bulk
+                for j, position in enumerate(item.positions):
+                    results[position] = self._judged(reply[at], args[2 * j])
                     at += 1
                 bulk.left -= 1
                 if not bulk.left and not bulk.future.done():
                     bulk.future.set_result(None)
 
-    def _appended(self, result: bytes) -> Appended:
-        fingerprint, sep, entry_id = result.rpartition(b"|")
-        if sep:
+    def _judged(self, result: bytes, fingerprint: bytes) -> Appended:
+        appended = outcome(result, fingerprint)
+        if appended.outcome is ACCEPTED:
+            self.stats.appends += 1
+        else:
             self.stats.replays += 1
-            return Appended(entry_id, True, fingerprint)
-        self.stats.appends += 1
-        return Appended(result)
+        return appended
 
     async def _call(self, pipe: RedisPipe, batches: dict[int, list[Unit]]) -> list[Reply]:
         """The script's reply per shard, or the error Redis gave for that shard."""

@@ -19,7 +19,6 @@ path only reads a field.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -27,6 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.backlog import Backlog, measure_all
+from gateway.background import BackgroundTask
 
 log = logging.getLogger("gateway.backlog")
 
@@ -51,7 +51,7 @@ class BacklogMonitor:
         self._progress_at = time.monotonic()
         """When the frontier last moved; a gateway just started gives the flusher the benefit
         of the doubt for ``stall_s``."""
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask()
         self.last: Backlog | None = None
         self.refusal: str | None = None
         """Why purchases are refused right now, or None."""
@@ -89,10 +89,7 @@ class BacklogMonitor:
             await asyncio.sleep(self._interval_s)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        self._background.run(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._background.stop()

@@ -15,8 +15,9 @@ in the first message, so the hot path should pay the least.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any, Final
+
+from gateway.background import BackgroundTask
 
 TICKS: Final = 4
 """Sweeps per deadline: a stalled body is evicted between 1 and 1.25 deadlines in."""
@@ -45,7 +46,7 @@ class BodyDeadlines:
         self._interval_s = timeout_s / TICKS
         self._tick = 0
         self._reading: dict[Reading, None] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask()
 
     def begin(self) -> Reading:
         reading = Reading(self._tick)
@@ -71,10 +72,7 @@ class BodyDeadlines:
             self.sweep()
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        self._background.run(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._background.stop()

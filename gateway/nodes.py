@@ -1,12 +1,13 @@
 """Which Redis connection serves a key: one server, or the master that owns its slot.
 
-The appender and the read cache ask ``pipe_for(key)`` and get an auto-pipelined
-connection (``RedisPipe``). With one Redis that is always the same connection. With a
-Redis Cluster (``MONOKERA_REDIS_CLUSTER``), redis-py's cluster client discovers the slot
-map and the gateway keeps one pipelined connection per master, so each master gets one
-round trip per batch; a command that meets a moved slot, a failover or a dead node fails
-(the purchase gets a 503, safe to retry: appends are idempotent) and the slot map is
-read again.
+The appender, the read cache and the reads ask ``pipe_for(key)`` and get an auto-pipelined
+connection (``RedisPipe``). Opened the same way in both deployments (``Nodes(settings)``, then
+``start()``); the slot map (``core.redis_clients.SlotMap``) says whether there is more than one server. With
+one Redis every key gets the same connection. With a Redis Cluster the gateway keeps one
+pipelined connection per master, so each master gets one round trip per batch; a command
+that meets a moved slot, a failover or a dead node fails (the purchase gets a 503, safe to
+retry: appends are idempotent) and the slot map is read again. Keys with the same hash tag
+(a shard's stream and its purchases' idempotency keys) get the same connection.
 """
 
 from __future__ import annotations
@@ -16,76 +17,59 @@ import contextlib
 import logging
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from core.redis_clients import SlotMap, slot_of
+from core.settings import Settings
 from gateway.redis_pipe import RedisPipe
 
 log = logging.getLogger("gateway.nodes")
 
 
-class SingleNode:
-    def __init__(self, url: str, *, timeout_s: float) -> None:
-        self._pipe = RedisPipe(url, timeout_s=timeout_s)
-
-    def pipe_for(self, key: bytes | str) -> RedisPipe:
-        return self._pipe
-
-    def all(self) -> list[RedisPipe]:
-        return [self._pipe]
-
-    def failed(self, exc: BaseException) -> None:
-        """Nothing to relearn: the pipe reconnects by itself."""
-
-    async def close(self) -> None:
-        await self._pipe.close()
-
-
-class ClusterNodes:
-    def __init__(self, seed_url: str, *, timeout_s: float) -> None:
-        self._seed_url = seed_url
-        self._timeout_s = timeout_s
-        self._cluster = RedisCluster.from_url(
-            seed_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-        )
+class Nodes:
+    def __init__(self, settings: Settings) -> None:
+        self._seed_url = settings.redis_url
+        self._timeout_s = settings.redis_timeout_s
+        self._map = SlotMap(settings)
+        self._single = None if self._map.clustered else self._pipe(settings.redis_url)
         self._pipes: dict[str, RedisPipe] = {}
         self._slots: list[str] = []
         self._refresh: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        await self._load_slots()
+    def _pipe(self, url: str) -> RedisPipe:
+        return RedisPipe(url, timeout_s=self._timeout_s)
 
-    async def _load_slots(self) -> None:
-        await self._cluster.initialize()
-        slots: list[str] = []
-        for slot in range(16384):
-            node = self._cluster.nodes_manager.get_node_from_slot(slot)
-            slots.append(f"{node.host}:{node.port}")
-        self._slots = slots
+    async def start(self) -> None:
+        """Read the slot map (a cluster), raising if it cannot be read; a gateway that
+        starts without it reads it again at the first command that needs it."""
+        self._slots = await self._map.read() or []
 
     def pipe_for(self, key: bytes | str) -> RedisPipe:
+        if self._single is not None:
+            return self._single
         if not self._slots:
-            raise RedisError("the cluster's slot map is not known yet")
-        address = self._slots[self._cluster.keyslot(key)]
+            error = RedisError("the cluster's slot map is not known yet")
+            self.failed(error)  # Redis was away at start: read it now
+            raise error
+        address = self._slots[slot_of(key)]
         pipe = self._pipes.get(address)
         if pipe is None:
-            url = node_url(self._seed_url, address)
-            pipe = self._pipes[address] = RedisPipe(url, timeout_s=self._timeout_s)
+            pipe = self._pipes[address] = self._pipe(node_url(self._seed_url, address))
         return pipe
 
     def all(self) -> list[RedisPipe]:
-        return list(self._pipes.values())
+        return [self._single] if self._single is not None else list(self._pipes.values())
 
     def failed(self, exc: BaseException) -> None:
-        """A node failed or answered MOVED/CLUSTERDOWN: read the slot map again, once."""
-        if self._refresh is None or self._refresh.done():
+        """A cluster node failed or answered MOVED/CLUSTERDOWN: read the slot map again,
+        once. One Redis: nothing to relearn, the pipe reconnects by itself."""
+        if self._single is None and (self._refresh is None or self._refresh.done()):
             self._refresh = asyncio.get_running_loop().create_task(self._reload(exc))
 
     async def _reload(self, exc: BaseException) -> None:
         log.warning("Redis Cluster node failed (%r); reading the slot map again", exc)
         try:
-            await self._cluster.nodes_manager.initialize()
-            await self._load_slots()
+            await self.start()
         except (RedisError, OSError) as again:
             log.warning("slot map not readable yet: %r", again)
             await asyncio.sleep(0.2)  # the next failure schedules another attempt
@@ -95,12 +79,9 @@ class ClusterNodes:
             self._refresh.cancel()
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
                 await self._refresh
-        for pipe in self._pipes.values():
+        for pipe in self.all():
             await pipe.close()
-        await self._cluster.aclose()
-
-
-Nodes = SingleNode | ClusterNodes
+        await self._map.close()
 
 
 def node_url(seed_url: str, address: str) -> str:

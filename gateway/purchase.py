@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from decimal import Decimal
-from hashlib import blake2b
 from typing import Final
 
 import msgspec
@@ -16,7 +15,8 @@ from core.events import (
     event_from_request,
     request_decoder,
 )
-from gateway.appender import Appended, StreamAppender
+from core.idempotency import Appended, Outcome, fingerprint
+from gateway.appender import StreamAppender
 from gateway.backlog import BacklogMonitor
 from gateway.body import declared_length, read_body
 from gateway.deadlines import BodyDeadlines
@@ -39,6 +39,13 @@ from gateway.types import Receive, Scope
 from gateway.views import response_for
 
 REPLAYED: Final = (b"idempotent-replayed", b"true")
+ACCEPTED: Final = Outcome.ACCEPTED
+CONFLICT: Final = Outcome.CONFLICT
+_LOG_LINES: Final = {
+    Outcome.ACCEPTED: "purchase accepted",
+    Outcome.REPLAYED: "purchase replayed",
+    Outcome.CONFLICT: "purchase refused: transaction_id used for a different purchase",
+}
 log = logging.getLogger("monokera.purchase")
 
 
@@ -78,15 +85,15 @@ class PurchaseHandler:
         )
         request = decode_purchase(body)
         request_id = self._request_ids.accept_or_make(client_request_id)
-        appended, fingerprint = await self._append(request, request_id)
+        appended = await self._append(request, request_id)
         self._ack_latency.observe(time.perf_counter() - started)
         headers = [
             CONTENT_TYPE_JSON,
             (b"x-request-id", request_id.encode()),
             (b"x-stream-entry-id", appended.entry_id),
         ]
-        if appended.replayed:
-            raise_on_conflict(request, appended, fingerprint)
+        if appended.outcome is not ACCEPTED:
+            raise_on_conflict(request, appended)
             headers.append(REPLAYED)
         return Response(200, encoder.encode(response_for(request)), headers)
 
@@ -102,7 +109,7 @@ class PurchaseHandler:
         requests = decode_batch(body, self._max_batch_items)
         request_id = self._request_ids.accept_or_make(client_request_id)
         results: list[object] = [None] * len(requests)
-        pending: list[tuple[int, PurchaseRequest, bytes]] = []
+        pending: list[tuple[int, PurchaseRequest]] = []
         purchases: list[tuple[str, bytes, bytes]] = []
         accepted_at_us = time.time_ns() // 1000
         for index, request in enumerate(requests):
@@ -110,16 +117,21 @@ class PurchaseHandler:
                 results[index] = error_object(request)
                 continue
             event = event_from_request(request, f"{request_id}:{index}", accepted_at_us)
-            fingerprint = fingerprint_of(request)
-            pending.append((index, request, fingerprint))
-            purchases.append((request.transaction_id, fingerprint, encoder.encode(event)))
+            pending.append((index, request))
+            purchases.append(
+                (
+                    request.transaction_id,
+                    fingerprint(encoder.encode(request)),
+                    encoder.encode(event),
+                )
+            )
         # Not acknowledged if this raises (Redis away, overloaded): retrying the whole
         # batch is safe, every item being idempotent.
         outcomes = await self._appender.append_many(purchases)
-        for (index, request, fingerprint), appended in zip(pending, outcomes, strict=True):
+        for (index, request), appended in zip(pending, outcomes, strict=True):
             if self._log_purchases:
-                self._log(request, f"{request_id}:{index}", appended, fingerprint)
-            if appended.replayed and appended.fingerprint != fingerprint:
+                self._log(request, f"{request_id}:{index}", appended)
+            if appended.outcome is CONFLICT:
                 results[index] = error_object(conflict(request, f"$[{index}]"))
             else:
                 results[index] = response_for(request)
@@ -148,38 +160,24 @@ class PurchaseHandler:
             )
         return content_length, client_request_id
 
-    async def _append(self, request: PurchaseRequest, request_id: str) -> tuple[Appended, bytes]:
+    async def _append(self, request: PurchaseRequest, request_id: str) -> Appended:
         event = event_from_request(request, request_id, time.time_ns() // 1000)
-        fingerprint = fingerprint_of(request)
         appended = await self._appender.append(
-            request.transaction_id, fingerprint, encoder.encode(event)
+            request.transaction_id, fingerprint(encoder.encode(request)), encoder.encode(event)
         )
         if self._log_purchases:
-            self._log(request, request_id, appended, fingerprint)
-        return appended, fingerprint
+            self._log(request, request_id, appended)
+        return appended
 
-    def _log(
-        self, request: PurchaseRequest, request_id: str, appended: Appended, fingerprint: bytes
-    ) -> None:
-        if not appended.replayed:
-            outcome = "purchase accepted"
-        elif appended.fingerprint == fingerprint:
-            outcome = "purchase replayed"
-        else:
-            outcome = "purchase refused: transaction_id used for a different purchase"
+    def _log(self, request: PurchaseRequest, request_id: str, appended: Appended) -> None:
         log.info(
-            outcome,
+            _LOG_LINES[appended.outcome],
             extra={
                 "request_id": request_id,
                 "transaction_id": request.transaction_id,
                 "stream_entry_id": appended.entry_id.decode(),
             },
         )
-
-
-def fingerprint_of(request: PurchaseRequest) -> bytes:
-    """A hash of the canonical request: a retry must carry the same purchase."""
-    return blake2b(encoder.encode(request), digest_size=16).hexdigest().encode()
 
 
 def decode_purchase(body: bytes, at: str = "$") -> PurchaseRequest:
@@ -277,10 +275,8 @@ def _raw_items(body: bytes, max_items: int) -> list[msgspec.Raw]:
     return items
 
 
-def raise_on_conflict(
-    request: PurchaseRequest, appended: Appended, fingerprint: bytes, at: str = "$"
-) -> None:
-    if appended.fingerprint != fingerprint:
+def raise_on_conflict(request: PurchaseRequest, appended: Appended, at: str = "$") -> None:
+    if appended.outcome is CONFLICT:
         raise conflict(request, at)
 
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import base64
 import struct
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
 import msgspec
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.constants import idempotency_key, shard_of, stream_key, transaction_cache_key
-from core.events import event_decoder
+from core.constants import PAYLOAD_FIELD, transaction_cache_key
+from core.idempotency import find_accepted
 from gateway.cache import ReadCache
 from gateway.errors import InvalidQuery, NotFound, RedisUnavailable
 from gateway.history import HistoryKey, HistoryStore
+from gateway.nodes import Nodes
 from gateway.params import AccountPath, HistoryParams, TransactionPath, decode
 from gateway.responses import Response, json_response
 from gateway.types import Receive, Scope
@@ -23,6 +23,7 @@ from gateway.views import CustomerReceipt, HistoryPage, LegView, SellerReceipt, 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _encoder: Final = msgspec.json.Encoder()
+_PAYLOAD: Final = PAYLOAD_FIELD.encode()
 _CURSOR_BYTES: Final = struct.Struct(">qq")  # microseconds since the epoch, entry_id
 _MIN_US: Final = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 _MAX_US: Final = (datetime(9999, 12, 31, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
@@ -46,11 +47,33 @@ def decode_cursor(cursor: str) -> HistoryKey:
     return _EPOCH + timedelta(microseconds=us), entry_id
 
 
+class NodeLookups:
+    """``core.idempotency.Lookups`` on the connection that serves each key."""
+
+    def __init__(self, nodes: Nodes) -> None:
+        self._nodes = nodes
+
+    async def marker(self, key: bytes) -> bytes | None:
+        marker: bytes | None = await self._nodes.pipe_for(key).call(b"GET", key)
+        return marker
+
+    async def payload(self, stream: bytes, entry_id: bytes) -> bytes | None:
+        entries = await self._nodes.pipe_for(stream).call(b"XRANGE", stream, entry_id, entry_id)
+        if not entries:
+            return None
+        fields = entries[0][1]  # [field, value, field, value, ...]
+        for at in range(0, len(fields) - 1, 2):
+            if fields[at] == _PAYLOAD:
+                payload: bytes = fields[at + 1]
+                return payload
+        return None
+
+
 class Reads:
-    def __init__(self, store: HistoryStore, cache: ReadCache, redis: Redis, shards: int) -> None:
+    def __init__(self, store: HistoryStore, cache: ReadCache, nodes: Nodes, shards: int) -> None:
         self._store = store
         self._cache = cache
-        self._redis = redis
+        self._lookups = NodeLookups(nodes)
         self._shards = shards
 
     async def transaction(self, scope: Scope, receive: Receive) -> Response:
@@ -73,20 +96,15 @@ class Reads:
         return json_response(200, _encoder.encode(accepted))
 
     async def _accepted(self, transaction_id: str) -> TransactionView | None:
-        """In the stream, not yet in PostgreSQL: found through its idempotency key."""
+        """In the stream, not yet in PostgreSQL: found through its idempotency marker."""
         try:
-            shard = shard_of(transaction_id, self._shards)
-            marker: Any = await self._redis.get(idempotency_key(shard, transaction_id))
-            if marker is None:
-                return None
-            entry_id = bytes(marker).rpartition(b"|")[2].decode()
-            entries: Any = await self._redis.xrange(stream_key(shard), entry_id, entry_id)
+            found = await find_accepted(self._lookups, transaction_id, self._shards)
         except (RedisError, OSError) as exc:
             # Not "not found": it may well have been acknowledged a moment ago.
             raise RedisUnavailable(f"purchase store unavailable: {type(exc).__name__}") from exc
-        if not entries:
+        if found is None or found.event is None:
             return None
-        event = event_decoder.decode(entries[0][1][b"p"])
+        event, entry_id = found.event, found.entry_id
         debit, credit = event.legs
         return TransactionView(
             transaction_id=event.transaction_id,

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from core.groups import ensure_groups
+from core.redis_clients import initialize, redis_client
 from core.settings import Settings
-from gateway import openapi, redis_client
+from gateway import openapi
 from gateway.appender import StreamAppender
 from gateway.backlog import BacklogMonitor
 from gateway.cache import ReadCache
@@ -30,7 +31,7 @@ from gateway.deadlines import BodyDeadlines
 from gateway.exposition import Exposition, WorkerSources
 from gateway.history import HistoryStore
 from gateway.metrics import Metrics
-from gateway.nodes import ClusterNodes, Nodes, SingleNode
+from gateway.nodes import Nodes
 from gateway.probes import Probes
 from gateway.purchase import PurchaseHandler
 from gateway.reads import Reads
@@ -74,13 +75,13 @@ class Services:
     ) -> Services:
         # Separate connections: readiness and backlog checks, reads and the read cache never
         # queue behind the appends.
-        control = redis_client.connect(settings, 4)
+        control = redis_client(settings, max_connections=4)
         closing.push_async_callback(control.aclose)
-        reads_redis = redis_client.connect(settings, 16)
+        reads_redis = redis_client(settings, max_connections=16)
         closing.push_async_callback(reads_redis.aclose)
-        appends = nodes(settings)
+        appends = Nodes(settings)
         closing.push_async_callback(appends.close)
-        cache_nodes = nodes(settings)
+        cache_nodes = Nodes(settings)
         closing.push_async_callback(cache_nodes.close)
         history = HistoryStore(
             settings.database_url,
@@ -109,15 +110,11 @@ class Services:
             interval_s=settings.backlog_check_interval_s,
         )
         try:
-            for cluster_nodes in (appends, cache_nodes):
-                if isinstance(cluster_nodes, ClusterNodes):
-                    await cluster_nodes.start()
+            for connections in (appends, cache_nodes):
+                await connections.start()
             for client in (control, reads_redis):
-                if isinstance(client, RedisCluster):
-                    # Once, before concurrent requests share it: redis-py's asyncio cluster
-                    # client can fail when several tasks trigger its first initialisation.
-                    await client.initialize()
-            await redis_client.ensure_groups(control, settings.stream_shards)
+                await initialize(client)
+            await ensure_groups(control, settings.stream_shards)
             await appender.load_script()
             await backlog.check()
         except (RedisError, OSError) as exc:
@@ -167,7 +164,7 @@ class Services:
             history=history,
             cache=cache,
             purchase=purchase,
-            reads=Reads(history, cache, reads_redis, settings.stream_shards),
+            reads=Reads(history, cache, cache_nodes, settings.stream_shards),
             probes=Probes(control, backlog, settings.retry_after_s, openapi.document(settings)),
             console=console,
             exposition=Exposition(sources, board, backlog, control),
@@ -195,9 +192,3 @@ class Services:
         """Stops the background tasks, then closes the pools and connections (in the
         reverse order of their opening)."""
         await self.closing.aclose()
-
-
-def nodes(settings: Settings) -> Nodes:
-    if settings.redis_cluster:
-        return ClusterNodes(settings.redis_url, timeout_s=settings.redis_timeout_s)
-    return SingleNode(settings.redis_url, timeout_s=settings.redis_timeout_s)

@@ -27,6 +27,7 @@ from typing import Final
 
 import msgspec
 
+from gateway.background import BackgroundTask
 from gateway.metrics import WorkerCounters
 
 log = logging.getLogger("gateway")
@@ -44,7 +45,7 @@ class WorkerBoard:
         self._folder = folder
         self._pid = os.getpid() if pid is None else pid
         self._path = folder / f"{self._pid}{_SUFFIX}"
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask()
 
     def publish(self, counters: WorkerCounters) -> None:
         """Written aside and renamed, so a reader never sees half a file."""
@@ -68,14 +69,11 @@ class WorkerBoard:
         return found
 
     def start(self, read: Callable[[], WorkerCounters]) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(read))
+        self._background.run(self._loop(read))
 
     async def stop(self) -> None:
         """Stop publishing and take this worker's file away: its counters go with it."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._background.stop()
         self._path.unlink(missing_ok=True)
 
     async def _loop(self, read: Callable[[], WorkerCounters]) -> None:

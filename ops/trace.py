@@ -24,10 +24,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from core.backlog import measure
-from core.constants import GROUP, PAYLOAD_FIELD, idempotency_key, shard_of, stream_key
+from core.constants import GROUP, idempotency_key, shard_of, stream_key
 from core.events import event_decoder
 from core.flusher_stats import read_published_stats
 from core.groups import group_info, groups_of
+from core.idempotency import ClientLookups, find_accepted
 from core.redis_clients import redis_client
 from core.replies import parse_id, text
 from core.settings import Settings
@@ -49,8 +50,6 @@ SELECT stream_entry_id FROM duplicate_entries WHERE transaction_id = $1 ORDER BY
 DEAD_LETTER: Final = """
 SELECT error FROM dead_letters WHERE stream_shard = $1 AND stream_entry_id = $2
 """
-
-_PAYLOAD: Final = PAYLOAD_FIELD.encode()
 
 
 class TxTrace(msgspec.Struct):
@@ -106,19 +105,21 @@ async def trace_transaction(
     trace = TxTrace(tx, "UNKNOWN")
     shard = shard_of(tx, shards)
     stream = stream_key(shard)
-    marker: Any = await redis.get(idempotency_key(shard, tx))
+    lookups = ClientLookups(redis)
+    found = await find_accepted(lookups, tx, shards)
     row = await conn.fetchrow(PERSISTED, tx)
-    if marker is not None:
-        trace.stream_entry_id = text(marker).rpartition("|")[2]
+    event = None
+    if found is not None:
+        trace.stream_entry_id, event = found.entry_id, found.event
         trace.idempotency_ttl_s = int(await redis.ttl(idempotency_key(shard, tx)))
     elif row is not None:
         trace.stream_entry_id = row["stream_entry_id"]
+        payload = await lookups.payload(stream.encode(), row["stream_entry_id"].encode())
+        event = None if payload is None else event_decoder.decode(payload)
     if trace.stream_entry_id:
         entry_id = trace.stream_entry_id
-        found: Any = await redis.xrange(stream, entry_id, entry_id)
-        if found:
+        if event is not None:
             trace.in_stream = True
-            event = event_decoder.decode(found[0][1][_PAYLOAD])
             trace.request_id, trace.accepted_at_us = event.request_id, event.accepted_at_us
             delivered = await _last_delivered(redis, stream)
             orphaned = delivered is not None and parse_id(entry_id) <= delivered

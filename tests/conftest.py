@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
+from core.groups import ensure_groups
 from core.settings import Settings
 from devstack.processes import free_port
 from devstack.redis_cluster import RedisCluster
@@ -30,7 +31,6 @@ from devstack.redis_server import (
 )
 from devstack.stack import EmbeddedStack
 from flusher.worker import Flusher
-from gateway.redis_client import ensure_groups
 from tests.helpers import Gateway, HttpClient, open_flusher
 
 TABLES = (

@@ -13,7 +13,7 @@ ALLOWED: dict[str, set[str]] = {
     "ops": {"core"},
     "flusher": {"core"},
     "gateway": {"core", "ops"},  # the console's trace is `make trace`'s function
-    "devstack": {"core", "gateway"},  # `make run` refuses a taken port as the gateway does
+    "devstack": {"core"},
 }
 
 

@@ -16,7 +16,7 @@ from core.settings import Settings
 from flusher.worker import Flusher
 from gateway.cache import ReadCache
 from gateway.history import HistoryStore
-from gateway.nodes import SingleNode
+from gateway.nodes import Nodes
 from gateway.views import HistoryPage
 from tests.helpers import HttpClient, purchase, raw_cursor, samples
 
@@ -243,7 +243,8 @@ async def test_a_read_in_flight_while_the_flusher_commits_cannot_leave_a_stale_p
     await buy(client, "race-2", "iris", "shop")  # accepted, not yet flushed
 
     store = HistoryStore(settings.database_url)
-    node = SingleNode(settings.redis_url, timeout_s=2)
+    node = Nodes(settings)
+    await node.start()
     cache = ReadCache(node, ttl_s=300, immutable_ttl_s=300)
     suffix = b"50:0"
 

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from core.flusher_stats import BATCHES, ROWS_WRITTEN, read_flusher_stats
 from gateway.appender import AppendStats
+from gateway.background import BackgroundTask
 from gateway.metrics import Metrics
 
 ERROR_STATUSES: Final = (400, 409, 413, 415, 422, 500, 503)
@@ -71,7 +72,7 @@ class Sampler:
         self._interval_s = interval_s
         self.readings: deque[Reading] = deque(maxlen=HISTORY_S + 1)
         self._flushers: tuple[float, float] = (0.0, 0.0)
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask()
 
     async def read_flushers(self) -> None:
         """Batches and rows summed over the flushers alive now; unchanged if Redis fails."""
@@ -110,13 +111,10 @@ class Sampler:
             await asyncio.sleep(self._interval_s)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        self._background.run(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._background.stop()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,134 @@
+"""StreamAppender on its own, against a real Redis: outcomes, coalescing, the script
+reloaded after a flush, and the limit on purchases waiting."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from core.constants import shard_of, stream_key
+from core.idempotency import Outcome
+from core.settings import Settings
+from gateway.appender import StreamAppender
+from gateway.errors import Overloaded
+from gateway.nodes import Nodes
+
+
+@pytest.fixture
+async def nodes(settings: Settings, redis: Redis) -> AsyncIterator[Nodes]:
+    opened = Nodes(settings)
+    await opened.start()
+    yield opened
+    await opened.close()
+
+
+async def test_outcomes_are_accepted_then_replayed_then_conflict(
+    nodes: Nodes, redis: Redis
+) -> None:
+    appender = StreamAppender(nodes)
+    first = await appender.append("ap-1", b"f1", b"payload")
+    assert first.outcome is Outcome.ACCEPTED
+    replay = await appender.append("ap-1", b"f1", b"payload")
+    assert replay == (Outcome.REPLAYED, first.entry_id)
+    clash = await appender.append("ap-1", b"f2", b"other")
+    assert clash == (Outcome.CONFLICT, first.entry_id)
+    assert await redis.xlen(stream_key(0)) == 1
+    assert (appender.stats.appends, appender.stats.replays) == (1, 2)
+    await appender.close()
+
+
+async def test_appends_of_one_loop_turn_share_one_round_trip(nodes: Nodes, redis: Redis) -> None:
+    appender = StreamAppender(nodes, shards=4)
+    results = await asyncio.gather(
+        *(appender.append(f"co-{i}", b"f", b"p%d" % i) for i in range(200))
+    )
+    assert {r.outcome for r in results} == {Outcome.ACCEPTED}
+    assert appender.stats.round_trips == 1  # four shards, one node: one round trip
+    assert sum([await redis.xlen(stream_key(s)) for s in range(4)]) == 200
+    await appender.close()
+
+
+async def test_a_flushed_script_cache_is_reloaded_and_the_append_runs_once(
+    nodes: Nodes, redis: Redis
+) -> None:
+    appender = StreamAppender(nodes)
+    await appender.load_script()
+    await redis.script_flush()
+    appended = await appender.append("noscript-1", b"f", b"p")
+    assert appended.outcome is Outcome.ACCEPTED
+    assert await redis.xlen(stream_key(0)) == 1
+    await appender.close()
+
+
+async def test_purchases_beyond_the_waiting_limit_are_refused(nodes: Nodes) -> None:
+    appender = StreamAppender(nodes, max_pending=2)
+    waiting = [asyncio.ensure_future(appender.append(f"lim-{i}", b"f", b"p")) for i in range(2)]
+    await asyncio.sleep(0)  # both queued, not yet sent
+    with pytest.raises(Overloaded):
+        await appender.append("lim-2", b"f", b"p")
+    assert {r.outcome for r in await asyncio.gather(*waiting)} == {Outcome.ACCEPTED}
+    await appender.close()
+
+
+def purchases(prefix: str, n: int) -> list[tuple[str, bytes, bytes]]:
+    return [(f"{prefix}-{i}", b"fp-%d" % i, b"payload-%d" % i) for i in range(n)]
+
+
+async def evalsha_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_a_batch_is_one_script_call_per_shard_with_results_in_order(
+    nodes: Nodes, redis: Redis
+) -> None:
+    appender = StreamAppender(nodes, shards=4)
+    await appender.load_script()
+    before = await evalsha_calls(redis)
+    batch = purchases("many", 400)
+    results = await appender.append_many(batch)
+    assert await evalsha_calls(redis) - before == 4  # one per shard, in one round trip
+    assert [r.outcome for r in results] == [Outcome.ACCEPTED] * 400
+    lengths = [await redis.xlen(stream_key(shard)) for shard in range(4)]
+    assert sum(lengths) == 400 and all(lengths)
+    streams = [dict(await redis.xrange(stream_key(shard))) for shard in range(4)]
+    for (transaction_id, _, payload), result in zip(batch, results, strict=True):
+        entry = streams[shard_of(transaction_id, 4)][result.entry_id]
+        assert entry[b"p"] == payload, transaction_id
+
+
+async def test_batches_and_single_purchases_share_round_trips_and_idempotency(
+    nodes: Nodes, redis: Redis
+) -> None:
+    appender = StreamAppender(nodes)
+    await appender.load_script()
+    first = await appender.append_many(
+        [("dup", b"fp-a", b"a"), ("dup", b"fp-b", b"b"), ("dup", b"fp-a", b"a")]
+    )
+    assert [r.outcome for r in first] == [Outcome.ACCEPTED, Outcome.CONFLICT, Outcome.REPLAYED]
+    assert first[1].entry_id == first[2].entry_id == first[0].entry_id
+    single, batch = await asyncio.gather(
+        appender.append("dup", b"fp-a", b"a"), appender.append_many(purchases("mixed", 3))
+    )
+    assert single.outcome is Outcome.REPLAYED and single.entry_id == first[0].entry_id
+    assert [r.outcome for r in batch] == [Outcome.ACCEPTED] * 3
+    assert await redis.xlen(stream_key(0)) == 4
+    assert appender.stats.round_trips == 2
+    assert await appender.append_many([]) == []
+
+
+async def test_a_batch_that_does_not_fit_in_what_may_wait_is_refused_whole(
+    nodes: Nodes, redis: Redis
+) -> None:
+    appender = StreamAppender(nodes, max_pending=10)
+    await appender.load_script()
+    waiting = asyncio.gather(*(appender.append(f"w-{i}", b"f", b"p") for i in range(5)))
+    await asyncio.sleep(0)  # the five are queued, not yet sent
+    with pytest.raises(Overloaded):
+        await appender.append_many(purchases("big", 6))
+    await waiting
+    assert await redis.xlen(stream_key(0)) == 5
+    assert len(await appender.append_many(purchases("alone", 20))) == 20  # nothing waits
