@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.harness import serve_gateway, throwaway_stack, wrk_missing
+from bench.harness import serve_empty_asgi, serve_gateway, throwaway_stack, wrk_missing
 from bench.suite import k6_run
 from bench.wrk import run_wrk
 from devstack.processes import stop_process
@@ -65,6 +65,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", action="store_true")
     parser.add_argument("--flusher", action="store_true")
+    parser.add_argument("--minimal", action="store_true", help="the minimal ASGI app instead")
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument(
         "--rate", type=int, default=0, help="with --flusher: k6 at this rate while sampling"
@@ -77,7 +78,7 @@ def main() -> int:
     with throwaway_stack(
         "profile", MONOKERA_BACKLOG_MAX_LENGTH="100000000", MONOKERA_BACKLOG_MAX_AGE_S="3600"
     ) as (_, env):
-        gateway, base = serve_gateway(env)
+        gateway, base = serve_empty_asgi(env) if opts.minimal else serve_gateway(env)
         try:
             if opts.batch:
                 load = (f"{base}/purchases", 8, HERE / "batch.lua")

@@ -74,6 +74,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     console: bool = True
     """GET /console and /console/api/*: the read-only operations page. Off: 404."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    gc_threshold: Annotated[int, Meta(ge=0)] = 10_000
+    """The gateway's generation-0 collection threshold (Python's default: 700); 0 keeps it."""
     metrics_dir: str = ""
     """Where each worker leaves its counters once a second, so /metrics answers for every
     worker; one folder per gateway. Empty: ``python -m gateway`` makes a fresh one."""
