@@ -61,11 +61,43 @@ def summarize(collapsed: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
+def worker_threads(pid: int) -> tuple[int, dict[int, float]]:
+    """The Granian worker's pid and the CPU seconds of each of its threads."""
+    worker = psutil.Process(pid).children(recursive=True)[-1]
+    return worker.pid, {t.id: t.user_time + t.system_time for t in worker.threads()}
+
+
+def by_thread(seconds: int) -> int:
+    """The main thread runs the event loop and every line of Python; Granian's own threads
+    parse HTTP and move bytes. Which of them does the gateway's extra CPU land on?"""
+    with throwaway_stack(
+        "threads", MONOKERA_BACKLOG_MAX_LENGTH="100000000", MONOKERA_BACKLOG_MAX_AGE_S="3600"
+    ) as (_, env):
+        for _ in range(2):
+            for name, start in (("minimal app", serve_empty_asgi), ("gateway", serve_gateway)):
+                proc, base = start(env)
+                main, before = worker_threads(proc.pid)
+                result = run_wrk(f"{base}/purchase", seconds, 64, HERE / "purchase.lua")
+                _, after = worker_threads(proc.pid)
+                stop_process(proc)
+                n = max(1, int(result["requests"] - result["non_2xx"]))
+                spent = {t: after[t] - before.get(t, 0.0) for t in after}
+                others = sum(v for t, v in spent.items() if t != main)
+                print(f"{name:<12} {result['rate']:>7.0f}/s  main thread {1e6 * spent[main] / n:5.1f}"
+                      f" µs/request, Granian's threads {1e6 * others / n:5.1f}")  # fmt: skip
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", action="store_true")
     parser.add_argument("--flusher", action="store_true")
     parser.add_argument("--minimal", action="store_true", help="the minimal ASGI app instead")
+    parser.add_argument(
+        "--threads", action="store_true",
+        help="no sampling: CPU per request of the worker's main thread and of Granian's"
+        " threads, minimal app and gateway, two rounds",
+    )  # fmt: skip
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument(
         "--rate", type=int, default=0, help="with --flusher: k6 at this rate while sampling"
@@ -73,6 +105,8 @@ def main() -> int:
     opts = parser.parse_args()
     if wrk_missing():
         return 2
+    if opts.threads:
+        return by_thread(opts.seconds)
     out = HERE / "results" / f"profile-{time.strftime('%Y%m%dT%H%M%S')}.txt"
     out.parent.mkdir(exist_ok=True)
     with throwaway_stack(
