@@ -4,7 +4,8 @@
   purchase) against a pipelined plain ``XADD`` of the same payload, both in batches as the
   gateway sends them; Redis's own CPU per entry, from INFO CPU.
 - PostgreSQL: a bare ``COPY`` of one row per purchase, in transactions of the flusher's
-  batch size, into a table with a primary key and both accounts indexed; the client's CPU
+  batch size, into a table shaped like ``transactions`` with a primary key and both
+  accounts indexed; the client's CPU
   (this process) plus PostgreSQL's (all its processes) per row.
 """
 
@@ -119,20 +120,15 @@ def redis_reference(
 
 
 COPY_TABLE = """
-CREATE TABLE bench_copy_reference (
-    transaction_id   text        PRIMARY KEY,
-    customer_name    text        NOT NULL,
-    customer_account text        NOT NULL,
-    seller_name      text        NOT NULL,
-    seller_account   text        NOT NULL,
-    amount           bigint      NOT NULL,
-    request_id       text        NOT NULL,
-    stream_entry_id  text        NOT NULL,
-    accepted_at      timestamptz NOT NULL
-);
+CREATE TABLE bench_copy_reference (LIKE transactions INCLUDING DEFAULTS);
+ALTER TABLE bench_copy_reference ADD PRIMARY KEY (transaction_id);
 CREATE INDEX ON bench_copy_reference (customer_account);
 CREATE INDEX ON bench_copy_reference (seller_account);
 """
+COPY_COLUMNS = (
+    "transaction_id", "customer_name", "customer_account", "seller_name", "seller_account",
+    "amount", "request_id", "stream_shard", "stream_entry_id", "accepted_at",
+)  # fmt: skip
 
 
 async def _copy(dsn: str, pg_pid: int, rows: int, batch: int) -> dict[str, Any]:
@@ -142,14 +138,14 @@ async def _copy(dsn: str, pg_pid: int, rows: int, batch: int) -> dict[str, Any]:
         now = datetime.now(UTC)
         records = [
             (f"copy-{i}", "User 1", "23131342342342321", "User 2", "23132131", 20000,
-             "0123456789abcdef0123456789abcdef", f"{1700000000000 + i}-0", now)
+             "0123456789abcdef0123456789abcdef", 0, f"{1700000000000 + i}-0", now)
             for i in range(rows)
         ]  # fmt: skip
         me = psutil.Process()
         client0, pg0, wall0 = sum(me.cpu_times()[:2]), process_cpu(pg_pid), time.monotonic()
         for first in range(0, rows, batch):
             await conn.copy_records_to_table(
-                "bench_copy_reference", records=records[first : first + batch]
+                "bench_copy_reference", records=records[first : first + batch], columns=COPY_COLUMNS
             )
         wall = time.monotonic() - wall0
         client_s, pg_s = sum(me.cpu_times()[:2]) - client0, process_cpu(pg_pid) - pg0
