@@ -151,7 +151,10 @@ class StreamAppender:
         One future for the whole list, and per shard one unit in that shard's next script
         call, instead of a future and a Pending per purchase. A purchase later in the list
         with the transaction_id of an earlier one is a replay of it (the script runs them
-        in order). Refused whole (Overloaded) when it does not fit in what may wait."""
+        in order). Refused whole (Overloaded) when it does not fit beside what already
+        waits; alone it is always taken, however large (``max_batch_items`` bounds it).
+        If any shard's call fails the whole list fails (a 503: none of it acknowledged,
+        and a retry of all of it is safe, each purchase being idempotent)."""
         if not purchases:
             return []
         if self._waiting and self._waiting + len(purchases) > self._max_pending:
