@@ -15,6 +15,9 @@ from core.settings import Settings
 from gateway.appender import StreamAppender
 from gateway.errors import Overloaded
 from gateway.nodes import Nodes
+from tests.conftest import both_redis
+
+pytestmark = both_redis
 
 
 @pytest.fixture

@@ -8,7 +8,10 @@ from redis.asyncio import Redis
 from core.constants import account_version_key
 from core.settings import Settings
 from flusher.worker import Flusher
+from tests.conftest import both_redis
 from tests.helpers import HttpClient, purchase
+
+pytestmark = both_redis
 
 
 async def buy_and_flush(client: HttpClient, flusher: Flusher, tx: str, buyer: str) -> None:

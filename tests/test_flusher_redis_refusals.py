@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from core.constants import GROUP, STREAM
 from core.settings import Settings
 from flusher.worker import Flusher
-from tests.conftest import env_for
+from tests.conftest import both_redis, env_for
 from tests.helpers import FlusherProcess, HttpClient, purchase
 from tests.reconcile import assert_exactly_once, assert_reconciles, wait_for_no_pending
 
@@ -25,6 +25,7 @@ async def history(client: HttpClient, account: str) -> list[str]:
     return [e["transaction_id"] for e in reply.json()["entries"]]
 
 
+@both_redis
 async def test_out_of_memory_redis_neither_stops_the_flusher_nor_gets_entries_acked_unbumped(
     client: HttpClient,
     flusher: Flusher,
@@ -72,6 +73,7 @@ async def test_out_of_memory_redis_neither_stops_the_flusher_nor_gets_entries_ac
     assert status == 0, process.output()
 
 
+@both_redis
 async def test_a_batch_whose_cache_bump_is_refused_is_not_acknowledged_until_it_is_bumped(
     client: HttpClient, flusher: Flusher, redis: Redis, pg: asyncpg.Connection
 ) -> None:

@@ -20,6 +20,7 @@ from core.idempotency import (
     parse_marker,
 )
 from gateway.appender import APPEND_SCRIPT
+from tests.conftest import both_redis
 from tests.helpers import purchase
 
 
@@ -51,6 +52,7 @@ def test_fingerprint_is_the_same_for_the_same_purchase_and_differs_otherwise() -
     assert len(fingerprint(encoder.encode(a))) == 32  # 128 bits in hex
 
 
+@both_redis
 async def test_the_script_stores_the_marker_this_module_writes_and_parses(redis: Redis) -> None:
     req = decoded("marker-1")
     entry_id = await append(redis, "marker-1", req)
@@ -59,6 +61,7 @@ async def test_the_script_stores_the_marker_this_module_writes_and_parses(redis:
     assert parse_marker(stored) == (fingerprint(encoder.encode(req)), entry_id)
 
 
+@both_redis
 async def test_the_scripts_replies_become_accepted_replayed_and_conflict(redis: Redis) -> None:
     req = decoded("outcome-1")
     mine = fingerprint(encoder.encode(req))
@@ -72,6 +75,7 @@ async def test_the_scripts_replies_become_accepted_replayed_and_conflict(redis: 
     assert await redis.xlen(stream_key(0)) == 1
 
 
+@both_redis
 async def test_find_accepted_goes_from_a_transaction_id_to_its_stream_entry(
     redis: Redis,
 ) -> None:
