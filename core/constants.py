@@ -41,13 +41,19 @@ PG_WRITE_LOCK: Final = 0x4D4F4E57
 
 
 def account_version_key(account: str) -> bytes:
-    """Per-account version, bumped by the flusher after each commit that touches the account.
+    """Per-account version, deleted by the flusher after each commit that touches the account.
 
-    Cached history pages and summaries are keyed by it, so a bump makes every older copy
-    unreachable at once: invalidation without having to find and delete anything. The
-    hash tag keeps an account's version and its cached reads in one cluster slot, so one
-    MGET reads both."""
+    Cached history pages and summaries are stored with it, so deleting it makes every older
+    copy unreachable at once: invalidation without having to find and delete the pages.
+    The hash tag keeps an account's version, its hold and its cached reads in one cluster
+    slot, so one round trip reads them all."""
     return b"monokera:{a:%s}:v" % account.encode()
+
+
+def account_hold_key(account: str) -> bytes:
+    """The batches being committed that touch the account (a set of batch tokens): while it
+    exists, the account's reads are neither served from the cache nor stored in it."""
+    return b"monokera:{a:%s}:hold" % account.encode()
 
 
 def account_cache_key(account: str, kind: bytes, suffix: bytes) -> bytes:

@@ -14,11 +14,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from functools import partial
+from typing import TypeVar
 
 import msgspec
 from redis.exceptions import RedisError, ResponseError
 
-from core import cache_version
+from core.cache_version import BatchHold
 from core.events import event_decoder
 from core.flusher_stats import publish_stats
 from core.groups import is_missing_stream
@@ -36,6 +37,8 @@ from flusher.store import Decoded, PurchaseStore, Undecodable, WriteResult
 from flusher.stream import Entry, GroupReader
 
 log = logging.getLogger("flusher")
+
+T = TypeVar("T")
 
 RETRYABLE: tuple[type[BaseException], ...] = (DatabaseUnavailable, *REDIS_RETRYABLE)
 ACK_RETRYABLE: tuple[type[BaseException], ...] = (ResponseError, *REDIS_RETRYABLE)
@@ -83,6 +86,8 @@ class Flusher:
         self.store = store
         self.stats = FlusherStats()
         self.last_committed_entry_id: str | None = None
+        self.redis_out_of_memory = False
+        """The last hold was refused for memory: trim without waiting for the retention."""
         self._stopping = asyncio.Event()
 
     # -- steps ---------------------------------------------------------------------------
@@ -114,29 +119,59 @@ class Flusher:
                 await self._sleep_unless_stopping(delay)
                 delay = min(delay * 2, self.settings.pg_retry_max_s)
 
-    async def ack(self, entries: list[Entry], accounts: set[str] | None = None) -> None:
+    async def hold(self, batch: BatchHold) -> None:
+        """Before the commit: hold the batch's accounts' cached reads (core/cache_version).
+
+        Retried while Redis is unreachable or refusing for a while: nothing is committed
+        before cached reads are guarded. Out of memory is not waited for: the versions are
+        deleted instead, and the retention of acknowledged entries is waived until a hold
+        succeeds again, so that trimming gives the memory back."""
+        held = await self._retry_redis(
+            "holding cached reads",
+            partial(batch.hold, self.reader.redis, self.settings.cache_ttl_s),
+        )
+        if not held and not self.redis_out_of_memory:
+            log.warning(
+                "Redis is out of memory: committing, invalidating and acknowledging anyway,"
+                " and trimming acknowledged entries without the %ss retention until it has"
+                " memory again",
+                self.settings.stream_retain_s,
+            )
+        elif held and self.redis_out_of_memory:
+            log.info("Redis takes writes again: the stream retention applies again")
+        self.redis_out_of_memory = not held
+
+    async def ack(self, entries: list[Entry], batch: BatchHold | None = None) -> None:
         """XACK after the commit; retried, since a lost ack only means a harmless redelivery.
 
-        ``accounts`` (those the committed batch touched) get new cache versions first, and
-        the XACK is sent only once that succeeded: an entry is acknowledged only when no
-        cached read of its accounts can be served without it any more. While Redis refuses
-        the bump (out of memory, failover), nothing is acknowledged and both are retried.
+        ``batch`` (the hold on the accounts the committed batch touched) is released first:
+        their versions deleted, their hold taken back. The XACK is sent only once that
+        succeeded: an entry is acknowledged only when no cached read of its accounts can be
+        served without it any more. Both need only commands Redis takes out of memory.
         """
         ids = [entry_id for entry_id, _ in entries]
+
+        async def release_and_ack() -> None:
+            if batch is not None and ids:
+                await batch.release(self.reader.redis)
+            self.stats.acked += await self.reader.ack(ids)
+
+        await self._retry_redis("ack", release_and_ack)
+
+    async def _retry_redis(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
+        """``step()``, retried with backoff while Redis is unreachable or refusing for a
+        while; StreamUnavailable once stopping (the entries stay pending, delivered again)."""
         delay = 0.05
         while True:
             try:
-                if accounts and ids:
-                    await cache_version.bump(self.reader.redis, accounts, self.settings.cache_ttl_s)
-                self.stats.acked += await self.reader.ack(ids)
-                return
+                return await step()
             except ACK_RETRYABLE as exc:
                 if isinstance(exc, ResponseError) and not is_transient(exc):
                     raise
                 self.stats.stream_retries += 1
                 if self._stopping.is_set():
-                    raise StreamUnavailable("could not acknowledge while stopping") from exc
-                log.warning("ack failed, retrying in %.2fs: %r", delay, exc)
+                    raise StreamUnavailable(f"{what} failed while stopping") from exc
+                log.warning("%s failed, retrying in %.2fs: %r", what, delay, exc)
                 await self._sleep_unless_stopping(delay)
                 delay = min(delay * 2, self.settings.pg_retry_max_s)
 
@@ -148,7 +183,10 @@ class Flusher:
         return entries
 
     async def trim(self) -> int:
-        trimmed = await self.reader.trim(self.settings.stream_retain_s)
+        """Acknowledged entries past the retention; all of them while Redis is out of
+        memory, since the memory they hold is what lets purchases in again."""
+        retain_s = 0.0 if self.redis_out_of_memory else self.settings.stream_retain_s
+        trimmed = await self.reader.trim(retain_s)
         self.stats.trimmed += trimmed
         return trimmed
 
@@ -172,16 +210,18 @@ class Flusher:
             return 0
         started = time.monotonic()
         good, bad = decode_entries(entries)
+        # Every account of the batch, not only the ones it will insert: after a crash
+        # between COMMIT and release, the redelivered batch inserts nothing yet must still
+        # invalidate what its first delivery left behind.
+        batch = BatchHold(leg.account for item in good for leg in item.event.legs)
+        await self.hold(batch)
         result = await self.write_batch(good, bad)
         newest = max(entries, key=lambda e: parse_id(e[0]))[0]
         if self.last_committed_entry_id is None or parse_id(newest) > parse_id(
             self.last_committed_entry_id
         ):
             self.last_committed_entry_id = newest
-        # Every account of the batch, not only the freshly inserted ones: after a crash
-        # between COMMIT and here, the redelivered batch inserts nothing yet must still
-        # invalidate the caches its first delivery left behind.
-        await self.ack(entries, {leg.account for item in good for leg in item.event.legs})
+        await self.ack(entries, batch)
         self.stats.batches += 1
         self.stats.batch_seconds += time.monotonic() - started
         self.stats.batch_size_max = max(self.stats.batch_size_max, len(entries))

@@ -1,14 +1,15 @@
 """Read-through cache in Redis for the read endpoints.
 
 Account reads (history pages, summaries) are stored with the account's version, which the
-flusher replaces after every commit touching the account and before acknowledging it. A
-read fetches the current version and the cached copy in one MGET and uses the copy only
-if it was stored under that same version: a new version makes all older copies stale at
-once, so no read that starts after the flusher has finished a batch can be served data
-without it. Versions are random tokens that expire with the cache (core/cache_version.py):
-when the version key is missing, nothing cached is served, and a fresh version is created
-before the page is cached under it. Persisted transactions never change and are cached
-without invalidation, bounded by a TTL and Redis eviction.
+flusher deletes after every commit touching the account and before acknowledging it. A
+read fetches the current version, the account's hold and the cached copy in one round
+trip and uses the copy only if it was stored under that same version and no batch holds
+the account: a deleted version makes all older copies unreachable at once, and a hold
+(taken before a batch's COMMIT, released after its version is deleted) keeps pages loaded
+around a commit out of the cache even if that flusher dies before releasing it
+(core/cache_version.py). When the version key is missing, nothing cached is served, and a
+fresh version is created before the page is cached under it. Persisted transactions never
+change and are cached without invalidation, bounded by a TTL and Redis eviction.
 
 The cache is an optimisation: when Redis fails, reads go to PostgreSQL and nothing is
 stored.
@@ -23,7 +24,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from core.cache_version import new_version
-from core.constants import account_cache_key, account_version_key
+from core.constants import account_cache_key, account_hold_key, account_version_key
 from gateway.nodes import Nodes
 
 
@@ -52,10 +53,17 @@ class ReadCache:
         key = account_cache_key(account, kind, suffix)
         version_key = account_version_key(account)
         try:
-            pipe = self._nodes.pipe_for(version_key)  # the same slot as key: one hash tag
-            reply: Any = await pipe.call(b"MGET", version_key, key)
-            version: bytes | None = reply[0]
-            cached = reply[1]
+            pipe = self._nodes.pipe_for(version_key)  # one slot for the three: one hash tag
+            replies: Any = await pipe.call_many(
+                [(b"MGET", version_key, key), (b"EXISTS", account_hold_key(account))]
+            )
+            version: bytes | None = replies[0][0]
+            cached = replies[0][1]
+            if replies[1]:
+                # A batch of this account is being committed: neither the cached copy nor
+                # what PostgreSQL has at this instant is sure to hold it.
+                self.stats.misses += 1
+                return await load()
             if version is None:
                 # Nothing cached for this account can be trusted; whoever creates the
                 # version first wins, and a flusher replacing it later makes this page stale.

@@ -1,5 +1,6 @@
-"""A Redis that refuses writes for a while (out of memory): the flusher keeps running, commits,
-acknowledges nothing whose cache versions it could not replace, and catches up afterwards."""
+"""A Redis out of memory: the flusher keeps committing, invalidating, acknowledging and trimming
+with the commands Redis still takes, so the memory comes back without anyone raising the
+limit, and no read is served a cached page that lacks committed rows meanwhile."""
 
 from __future__ import annotations
 
@@ -25,8 +26,18 @@ async def history(client: HttpClient, account: str) -> list[str]:
     return [e["transaction_id"] for e in reply.json()["entries"]]
 
 
+async def fill_redis_to_the_brim(redis: Redis) -> None:
+    """Out of memory from here on: the limit below what Redis uses by half of what the
+    stream holds, so that only trimming the stream can let a purchase in again."""
+    stream_bytes = int(await redis.memory_usage(STREAM, samples=0) or 0)
+    assert stream_bytes > 256 * 1024, stream_bytes
+    used = int((await redis.info("memory"))["used_memory"])
+    await redis.config_set("maxmemory-policy", "noeviction")
+    await redis.config_set("maxmemory", used - stream_bytes // 2)
+
+
 @both_redis
-async def test_out_of_memory_redis_neither_stops_the_flusher_nor_gets_entries_acked_unbumped(
+async def test_a_full_redis_gets_its_memory_back_by_itself_and_purchases_flow_again(
     client: HttpClient,
     flusher: Flusher,
     redis: Redis,
@@ -34,79 +45,76 @@ async def test_out_of_memory_redis_neither_stops_the_flusher_nor_gets_entries_ac
     settings: Settings,
     tmp_path: Path,
 ) -> None:
-    await client.post("/purchase", json=purchase("oom-1", customer="olga", seller="shop"))
+    await client.post("/purchase", json=purchase("full-0", customer="olga", seller="shop"))
     await flusher.drain()
-    assert await history(client, "olga") == ["oom-1"]  # cached
-    accepted = await client.post("/purchase", json=purchase("oom-2", customer="olga"))
-    assert accepted.status_code == 200  # not flushed yet: no flusher runs
+    assert await history(client, "olga") == ["full-0"]  # cached
+    backlog = [purchase(f"full-{i}", customer="olga", seller="shop") for i in range(1, 3001)]
+    for start in range(0, len(backlog), 500):
+        reply = await client.post("/purchases", json=backlog[start : start + 500])
+        assert reply.status_code == 200
+        assert all("error" not in r for r in reply.json())
+    acknowledged = ["full-0", *(p["transaction_id"] for p in backlog)]
 
-    await redis.config_set("maxmemory-policy", "noeviction")
-    await redis.config_set("maxmemory", 1)  # below what is used: every write refused
-    env = env_for(msgspec.structs.replace(settings, consumer="oom-flusher"))
+    await fill_redis_to_the_brim(redis)
+    # Nobody raises the limit again. A flusher that keeps the stream for an hour unless
+    # Redis needs the memory: the entries it flushes must give the memory back anyway.
+    env = env_for(msgspec.structs.replace(settings, consumer="full-flusher", stream_retain_s=3600))
     process = FlusherProcess(env, tmp_path / "flusher.log")
     try:
-        try:
-            # It starts, reads and commits (PostgreSQL is fine), then must wait: the new
-            # cache versions are refused, and so must the acknowledgement be.
-            deadline = time.monotonic() + 30
-            while not await pg.fetchval(
-                "SELECT count(*) FROM transactions WHERE transaction_id = 'oom-2'"
-            ):
-                assert process.proc.poll() is None, process.output()
-                assert time.monotonic() < deadline, process.output()
-                await asyncio.sleep(0.05)
-            watch_until = time.monotonic() + 2.5  # stats publications and ack retries
-            while time.monotonic() < watch_until:
-                assert process.proc.poll() is None, f"the flusher exited:\n{process.output()}"
-                pending = await redis.xpending(STREAM, GROUP)
-                assert pending["pending"] == 1, "acknowledged although its bump was refused"
-                await asyncio.sleep(0.1)
-        finally:
-            await redis.config_set("maxmemory", 0)
-
-        await wait_for_no_pending(redis)  # memory is back: bumped, then acknowledged
-        assert await history(client, "olga") == ["oom-2", "oom-1"]  # the cache is fresh
-        await assert_exactly_once(pg, ["oom-1", "oom-2"])
+        refused = await client.post("/purchase", json=purchase("full-late", customer="olga"))
+        assert refused.status_code == 503, refused.text  # Redis is full
+        deadline = time.monotonic() + 90
+        while True:  # until a purchase is accepted again, with no one's help
+            assert process.proc.poll() is None, f"the flusher exited:\n{process.output()}"
+            assert time.monotonic() < deadline, (
+                f"still refused: {refused.text}; pending"
+                f" {(await redis.xpending(STREAM, GROUP))['pending']},"
+                f" stream {await redis.xlen(STREAM)}:\n{process.output()}"
+            )
+            refused = await client.post("/purchase", json=purchase("full-late", customer="olga"))
+            if refused.status_code == 200:
+                break
+            await asyncio.sleep(0.2)
+        acknowledged.append("full-late")
+        await wait_for_no_pending(redis, timeout=60)
+        assert await redis.xlen(STREAM) < 1000  # trimmed despite the hour of retention
+        # Never a page without the committed rows, cached or not.
+        assert (await history(client, "olga"))[:2] == ["full-late", "full-3000"]
+        await assert_exactly_once(pg, acknowledged)
         await assert_reconciles(redis, pg)
     finally:
+        await redis.config_set("maxmemory", 0)
         status = process.stop()
     assert status == 0, process.output()
 
 
 @both_redis
-async def test_a_batch_whose_cache_bump_is_refused_is_not_acknowledged_until_it_is_bumped(
+async def test_a_batch_is_committed_invalidated_and_acknowledged_while_redis_is_full(
     client: HttpClient, flusher: Flusher, redis: Redis, pg: asyncpg.Connection
 ) -> None:
-    await client.post("/purchase", json=purchase("bump-1", customer="pia", seller="shop"))
+    await client.post("/purchase", json=purchase("full-1", customer="pia", seller="shop"))
     await flusher.drain()
-    assert await history(client, "pia") == ["bump-1"]  # cached
-    await client.post("/purchase", json=purchase("bump-2", customer="pia", seller="shop"))
+    assert await history(client, "pia") == ["full-1"]  # cached
+    await client.post("/purchase", json=purchase("full-2", customer="pia", seller="shop"))
     entries = await flusher.read_batch()
     assert len(entries) == 1
 
     await redis.config_set("maxmemory-policy", "noeviction")
-    await redis.config_set("maxmemory", 1)
+    await redis.config_set("maxmemory", 1)  # every write that may grow memory refused
     try:
-        task = asyncio.create_task(flusher.process(entries))
-        deadline = time.monotonic() + 30
-        while not await pg.fetchval(
-            "SELECT count(*) FROM transactions WHERE transaction_id = 'bump-2'"
-        ):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
-        watch_until = time.monotonic() + 1
-        while time.monotonic() < watch_until:
-            pending = await redis.xpending(STREAM, GROUP)
-            assert pending["pending"] == 1, "acknowledged although its cache bump was refused"
-            if task.done():
-                task.result()  # raises what stopped it
-                raise AssertionError("process() gave up instead of waiting for Redis")
-            await asyncio.sleep(0.05)
+        assert await asyncio.wait_for(flusher.process(entries), 30) == 1
+        assert (await redis.xpending(STREAM, GROUP))["pending"] == 0
+        assert await pg.fetchval(
+            "SELECT count(*) FROM transactions WHERE transaction_id = 'full-2'"
+        )
+        assert await history(client, "pia") == ["full-2", "full-1"]  # not the cached page
+        assert flusher.redis_out_of_memory
     finally:
         await redis.config_set("maxmemory", 0)
-    assert await asyncio.wait_for(task, 30) == 1
-    assert (await redis.xpending(STREAM, GROUP))["pending"] == 0
-    assert await history(client, "pia") == ["bump-2", "bump-1"]
+    await client.post("/purchase", json=purchase("full-3", customer="pia", seller="shop"))
+    await flusher.process(await flusher.read_batch())
+    assert not flusher.redis_out_of_memory  # the retention applies again
+    assert await history(client, "pia") == ["full-3", "full-2", "full-1"]
 
 
 def test_redis_refusals_that_pass_are_told_from_the_ones_that_do_not() -> None:
