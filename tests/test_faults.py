@@ -365,6 +365,63 @@ async def test_frozen_flusher_is_taken_over_by_a_second_one(
     )
 
 
+async def fill_redis_to_the_brim(redis: Redis) -> None:
+    """Out of memory from here on: the limit below what Redis uses by half of what the
+    stream holds, so that only trimming the stream can let a purchase in again."""
+    stream_bytes = int(await redis.memory_usage(STREAM, samples=0) or 0)
+    assert stream_bytes > 256 * 1024, stream_bytes
+    used = int((await redis.info("memory"))["used_memory"])
+    await redis.config_set("maxmemory-policy", "noeviction")
+    await redis.config_set("maxmemory", used - stream_bytes // 2)
+
+
+@both_redis
+async def test_a_full_redis_gets_its_memory_back_by_itself_under_load(
+    gateway: Gateway, settings: Settings, redis: Redis, pg: asyncpg.Connection, tmp_path: Path
+) -> None:
+    load = Load(gateway.url, "oom").start()
+    await load.wait_for(3000, timeout=90)  # a backlog: no flusher is running
+    # Nobody raises the limit again. The flusher keeps the stream an hour unless Redis
+    # needs the memory: the entries it flushes must give the memory back anyway.
+    keeps_an_hour = msgspec.structs.replace(settings, stream_retain_s=3600)
+    try:
+        await fill_redis_to_the_brim(redis)
+        refused = len(load.unanswered)
+        deadline = time.monotonic() + 30
+        while len(load.unanswered) < refused + 20:  # Redis is full: 503s
+            assert time.monotonic() < deadline, "Redis is not refusing purchases"
+            await asyncio.sleep(0.05)
+        with processes() as started:
+            load.mark_fault()
+            flusher = FlusherProcess(env_for(keeps_an_hour), tmp_path / "flusher.log")
+            started.append(flusher)
+            deadline = time.monotonic() + 90
+            while load.first_ok_after is None:  # accepted again, with no one's help
+                assert flusher.proc.poll() is None, flusher.output()
+                assert time.monotonic() < deadline, (
+                    f"still refused; pending {(await redis.xpending(STREAM, GROUP))['pending']},"
+                    f" stream {await redis.xlen(STREAM)}:\n{flusher.output()}"
+                )
+                await asyncio.sleep(0.05)
+            recovery = load.first_ok_after
+            await load.wait_for(len(load.acknowledged) + 500, timeout=60)  # and keep flowing
+            await load.stop()
+            await settle(settings, redis, load)
+            # the stream is trimmed despite the hour of retention
+            assert await redis.xlen(STREAM) < len(load.acknowledged) // 2
+    finally:
+        await redis.config_set("maxmemory", 0)
+
+    await assert_exactly_once(pg, load.acknowledged, load.unanswered)
+    await assert_reconciles(redis, pg)
+    matrix_row(
+        "Redis out of memory, limit never raised (from the flusher's start)",
+        len(load.acknowledged),
+        len(load.acknowledged),
+        recovery,
+    )
+
+
 @both_redis
 async def test_redis_restarted_without_its_data_is_an_explicit_incident(
     own_redis: RedisServer, settings: Settings, pg: asyncpg.Connection, tmp_path: Path
