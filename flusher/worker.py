@@ -83,6 +83,8 @@ class Flusher:
         self.store = store
         self.stats = FlusherStats()
         self.last_committed_entry_id: str | None = None
+        self._summed: dict[str, int] = {}
+        """How much of our counters the flushers' sums in Redis hold (core.flusher_stats)."""
         self._stopping = asyncio.Event()
 
     # -- steps ---------------------------------------------------------------------------
@@ -319,7 +321,8 @@ class Flusher:
         return reader.consumer if reader.shard == 0 else f"{reader.consumer}:shard{reader.shard}"
 
     async def publish_stats(self) -> None:
-        """For the gateway's /metrics: this flusher's counters, in Redis.
+        """For the gateway's /metrics and console: this flusher's counters and the shard
+        count it runs with, in Redis.
 
         Best effort: the first write a Redis out of memory refuses, and figures that cannot
         be published must not stop the flushing that frees the memory.
@@ -332,7 +335,13 @@ class Flusher:
             log.warning("could not publish flusher stats: %s: %s", type(exc).__name__, exc)
 
     async def _publish(self, st: FlusherStats) -> None:
-        await publish_stats(self.reader.redis, self.name, st)
+        await publish_stats(
+            self.reader.redis,
+            self.name,
+            st,
+            shards=self.settings.stream_shards,
+            summed=self._summed,
+        )
 
     def stop(self) -> None:
         """Idempotent: finish the batch in hand, then return from ``run``."""
