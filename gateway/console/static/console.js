@@ -188,14 +188,14 @@ async function trace(tx) {
   const t = traced.body, v = view.status === 200 ? view.body : null;
   $("trace-id").textContent = t.transaction_id;
   $("trace-stage").textContent = t.stage;
-  $("trace-stage").className = "badge " + ({ PERSISTED: "good", ORPHANED: "bad" }[t.stage] || "warn");
+  $("trace-stage").className = "badge " + ({ PERSISTED: "good", ORPHANED: "bad", DEAD_LETTERED: "bad" }[t.stage] || "warn");
   const accepted = t.accepted_at_us ? new Date(t.accepted_at_us / 1000).toISOString() : v && v.accepted_at;
   const steps = [
     ["Accepted", accepted ? when(accepted) : "–", "request " + (t.request_id || "–"), "done"],
     ["In the stream", "entry " + (t.stream_entry_id || "–"),
       t.pending_consumer ? "pending on " + t.pending_consumer + ", " + t.delivery_count + " deliveries, idle " + t.pending_idle_ms + " ms"
         : t.in_stream ? "still in the stream" : "trimmed from the stream",
-      t.stage === "ORPHANED" ? "bad" : t.stage === "PERSISTED" ? "done" : "now"],
+      t.stage === "ORPHANED" || t.undecodable ? "bad" : t.stage === "PERSISTED" ? "done" : "now"],
     ["Persisted", t.persisted_at ? when(t.persisted_at) : "not yet", t.persisted_entry_id ? "from entry " + t.persisted_entry_id : "",
       t.persisted_at ? "done" : t.dead_letter ? "bad" : ""],
   ];
@@ -211,7 +211,9 @@ async function trace(tx) {
   }
   const details = $("trace-details").tBodies[0]; clear(details);
   const facts = [
-    ["stage", t.stage], ["stream entry id", t.stream_entry_id || "–"], ["request id", t.request_id || "–"],
+    ["stage", t.stage], ["stream entry id", t.stream_entry_id || "–"],
+    ["stream shard", t.stream_shard === null ? "–" : String(t.stream_shard)],
+    ["undecodable", t.undecodable || "no"], ["request id", t.request_id || "–"],
     ["accepted at", accepted ? when(accepted) : "–"], ["persisted at", when(t.persisted_at)],
     ["still in stream", t.in_stream ? "yes" : "no"],
     ["idempotency key ttl", t.idempotency_ttl_s ? t.idempotency_ttl_s + " s" : "–"],
