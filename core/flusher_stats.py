@@ -56,7 +56,14 @@ DUPLICATES: Final = FlusherStat(
     "duplicates_total",
     "duplicates",
     "counter",
-    "Entries recorded as duplicates of an earlier transaction_id.",
+    "Entries recorded as duplicates of an earlier transaction_id (conflicting ones included).",
+)
+CONFLICTING_DUPLICATES: Final = FlusherStat(
+    "conflicting_duplicates_total",
+    "conflicting_duplicates",
+    "counter",
+    "Duplicates naming other accounts or another amount than the stored purchase: answered"
+    " 200 past the idempotency window, not what the ledger holds.",
 )
 REDELIVERED: Final = FlusherStat(
     "redelivered_total",
@@ -81,6 +88,7 @@ FLUSHER_STATS: Final = (
     ENTRIES,
     ROWS_WRITTEN,
     DUPLICATES,
+    CONFLICTING_DUPLICATES,
     REDELIVERED,
     DEAD_LETTERS,
     BATCH_SECONDS,

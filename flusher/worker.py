@@ -48,6 +48,7 @@ class FlusherStats:
     entries: int = 0
     inserted: int = 0
     duplicates: int = 0
+    conflicting_duplicates: int = 0
     redelivered: int = 0
     dead_letters: int = 0
     acked: int = 0
@@ -190,6 +191,7 @@ class Flusher:
         self.stats.entries += len(entries)
         self.stats.inserted += result.inserted
         self.stats.duplicates += result.duplicates
+        self.stats.conflicting_duplicates += result.conflicting
         self.stats.redelivered += result.redelivered
         self.stats.dead_letters += result.dead_letters
         return len(entries)

@@ -22,6 +22,7 @@ from core.backlog import measure
 from core.constants import stream_key
 from core.flusher_stats import (
     BATCHES,
+    CONFLICTING_DUPLICATES,
     DEAD_LETTERS,
     DUPLICATES,
     ROWS_WRITTEN,
@@ -155,6 +156,7 @@ class ConsoleApi:
                 v[BATCHES.name],
                 v[ROWS_WRITTEN.name],
                 v[DUPLICATES.name],
+                v[CONFLICTING_DUPLICATES.name],
                 v[DEAD_LETTERS.name],
             )
             for consumer, v in sorted(published.items())

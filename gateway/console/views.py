@@ -27,6 +27,9 @@ class FlusherFigures(msgspec.Struct):
     batches_total: float
     rows_written_total: float
     duplicates_total: float
+    """Entries of a transaction_id already stored, conflicting ones included."""
+    conflicting_duplicates_total: float
+    """Duplicates naming other accounts or another amount: answered 200, not in the ledger."""
     dead_letters_total: float
 
 

@@ -117,10 +117,12 @@ async function refreshOverview() {
     row(backlog, [b.shard, num(b.stream_length), secs(b.oldest_unflushed_age_s), num(b.pending)], [null, "num", "num", "num"]);
   }
   const flushers = $("flushers").tBodies[0]; clear(flushers);
-  if (!o.flushers.length) row(flushers, ["no flusher has reported in the last minute", "", "", "", ""]);
+  if (!o.flushers.length) row(flushers, ["no flusher has reported in the last half minute", "", "", "", "", ""]);
   for (const f of o.flushers) {
-    row(flushers, [f.consumer, num(f.batches_total), num(f.rows_written_total), num(f.duplicates_total), num(f.dead_letters_total)],
-      [null, "num", "num", "num", "num " + (f.dead_letters_total ? "nonzero" : "")]);
+    row(flushers, [f.consumer, num(f.batches_total), num(f.rows_written_total), num(f.duplicates_total),
+      num(f.conflicting_duplicates_total), num(f.dead_letters_total)],
+      [null, "num", "num", "num", "num " + (f.conflicting_duplicates_total ? "nonzero" : ""),
+        "num " + (f.dead_letters_total ? "nonzero" : "")]);
   }
   draw(o.history);
 }
