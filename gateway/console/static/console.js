@@ -96,6 +96,15 @@ async function refreshOverview() {
   $("redis-state").className = "badge " + (o.redis === "ok" ? "good" : "bad");
   $("refusing").hidden = !o.refusing;
   $("refusing").textContent = o.refusing ? "Refusing purchases: " + o.refusing : "";
+  const sh = o.shards, counts = sh.publishers.map((p) => p.count + " " + p.role + " worker(s) on " + p.shards).join(", ");
+  const unread = Object.entries(sh.unread).map(([s, n]) => num(n) + " in " + s).join(", ");
+  const shardProblems = {
+    writes_unread: "This gateway writes " + sh.own + " stream shards, the live flushers read " + sh.flushers_read + ": it is not ready (503).",
+    unread: "Unflushed entries in streams no live flusher reads: " + unread + ".",
+    mismatch: "Gateways and flushers run with different stream shard counts.",
+  };
+  $("shards-alert").hidden = !shardProblems[sh.status];
+  $("shards-alert").textContent = shardProblems[sh.status] ? "Shard counts: " + shardProblems[sh.status] + " Live: " + counts + "." : "";
   $("ack-rate").textContent = num(o.ack_per_s);
   $("ack-p50").textContent = ms(o.ack_p50_ms);
   $("ack-p99").textContent = ms(o.ack_p99_ms);
