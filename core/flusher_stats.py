@@ -1,10 +1,17 @@
 """Flusher figures published in Redis, for the gateway's /metrics to expose.
 
 The flusher has no HTTP server of its own; once a second it writes its counters to a hash
-(expiring, so a dead flusher disappears) and names itself in a set. ``FLUSHER_STATS`` is
+(expiring, so a dead flusher disappears) and beats in the registry of live processes
+(``core.live``), which is where readers find the flushers' names. ``FLUSHER_STATS`` is
 the one list of those figures: the flusher publishes by it and the gateway collects by it,
 so a figure added here shows in /metrics with its type and help, and nowhere else names a
 hash field.
+
+The console's sampler reads, in every gateway worker every second, the flushers' batches
+and rows: rather than every live flusher's hash, it reads one hash, ``TOTALS``, that each
+flusher adds its increments to (``SUMMED``). Those sums only grow (a flusher that
+restarts counts from zero again in its own hash, not there), so rates taken from them
+never dip when a flusher dies.
 """
 
 from __future__ import annotations
@@ -14,9 +21,12 @@ from typing import Any, Final, Literal
 
 from redis.asyncio import Redis
 
-FLUSHERS: Final = b"monokera:flushers"
+from core.live import heartbeat, live_members
+
 STATS_PREFIX: Final = b"monokera:flusher:stats:"
 STATS_TTL_S: Final = 60
+TOTALS: Final = b"monokera:flusher:totals"
+"""Summed over every flusher that ever ran: the ``SUMMED`` figures, by name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +56,14 @@ DUPLICATES: Final = FlusherStat(
     "duplicates_total",
     "duplicates",
     "counter",
-    "Entries recorded as duplicates of an earlier transaction_id.",
+    "Entries recorded as duplicates of an earlier transaction_id (conflicting ones included).",
+)
+CONFLICTING_DUPLICATES: Final = FlusherStat(
+    "conflicting_duplicates_total",
+    "conflicting_duplicates",
+    "counter",
+    "Duplicates naming other accounts or another amount than the stored purchase: answered"
+    " 200 past the idempotency window, not what the ledger holds.",
 )
 REDELIVERED: Final = FlusherStat(
     "redelivered_total",
@@ -71,30 +88,68 @@ FLUSHER_STATS: Final = (
     ENTRIES,
     ROWS_WRITTEN,
     DUPLICATES,
+    CONFLICTING_DUPLICATES,
     REDELIVERED,
     DEAD_LETTERS,
     BATCH_SECONDS,
     BATCH_SIZE_MAX,
 )
 
+SUMMED: Final = (BATCHES, ROWS_WRITTEN)
+"""What the console charts as rates, kept summed over the flushers in ``TOTALS``."""
+
 FlusherFigures = dict[str, float]
 """One flusher's published figures by ``FlusherStat.name``; each table entry present."""
 
 
-async def publish_stats(redis: Redis, consumer: str, stats: object) -> None:
-    """Every ``FLUSHER_STATS`` figure, read from ``stats`` by its ``source`` attribute."""
+async def publish_stats(
+    redis: Redis,
+    consumer: str,
+    stats: object,
+    *,
+    shards: int = 1,
+    summed: dict[str, int] | None = None,
+) -> None:
+    """Every ``FLUSHER_STATS`` figure, read from ``stats`` by its ``source`` attribute, and
+    a heartbeat naming ``shards``, the stream count this flusher runs with.
+
+    ``summed`` is how much of each ``SUMMED`` counter ``TOTALS`` already holds from this
+    flusher; what grew since is added there, and ``summed`` moves on once Redis took it.
+    Refused (out of memory), it is added at a later publish instead.
+    """
     key = STATS_PREFIX + consumer.encode()
     pipe = redis.pipeline(transaction=False)
     pipe.hset(key, mapping={s.name: str(getattr(stats, s.source)) for s in FLUSHER_STATS})
     pipe.expire(key, STATS_TTL_S)
-    pipe.sadd(FLUSHERS, consumer)
-    await pipe.execute()
+    heartbeat(pipe, "flusher", shards, consumer)
+    grown: dict[str, int] = {}
+    if summed is not None:
+        for s in SUMMED:
+            if (n := int(getattr(stats, s.source)) - summed.get(s.name, 0)) > 0:
+                grown[s.name] = n
+                pipe.hincrby(TOTALS, s.name, n)
+    replies = await pipe.execute(raise_on_error=False)
+    if summed is not None and not any(
+        isinstance(r, Exception) for r in replies[len(replies) - len(grown) :]
+    ):
+        for name, n in grown.items():
+            summed[name] = summed.get(name, 0) + n
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+
+
+async def read_summed(redis: Redis) -> dict[str, float]:
+    """The ``SUMMED`` figures over every flusher so far: one HMGET, however many flushers."""
+    raw: Any = await redis.hmget(TOTALS, [s.name for s in SUMMED])
+    return {
+        s.name: _number(None if v is None else v.decode()) for s, v in zip(SUMMED, raw, strict=True)
+    }
 
 
 async def read_published_stats(redis: Redis) -> dict[str, dict[str, str]]:
     """Each live flusher's hash as text, by consumer (what ``make trace`` prints)."""
-    names: Any = await redis.smembers(FLUSHERS)
-    consumers = sorted(n.decode() if isinstance(n, bytes) else n for n in names)
+    consumers = sorted({m.name for m in await live_members(redis) if m.role == "flusher"})
     if not consumers:
         return {}
     pipe = redis.pipeline(transaction=False)

@@ -16,6 +16,7 @@ import enum
 from hashlib import blake2b
 from typing import Any, Final, NamedTuple, Protocol
 
+import msgspec
 from redis.asyncio import Redis
 
 from core.constants import PAYLOAD_FIELD, idempotency_key, shard_of, stream_key
@@ -110,7 +111,18 @@ class Found(NamedTuple):
     entry_id: str
     """The entry id the marker names."""
     event: PurchaseEvent | None
-    """The entry's event; None once the entry left the stream (trimmed after its flush)."""
+    """The entry's event; None once the entry left the stream (trimmed after its flush), or
+    when its payload does not decode (see ``undecodable``)."""
+    undecodable: str | None = None
+    """Why the entry's payload does not decode: the flusher will dead-letter it."""
+
+
+def decode_payload(payload: bytes) -> PurchaseEvent | str:
+    """The event, or why it cannot be decoded (never raised: readers report, not fail)."""
+    try:
+        return event_decoder.decode(payload)
+    except (msgspec.DecodeError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        return f"undecodable event: {exc}"
 
 
 async def find_accepted(lookups: Lookups, transaction_id: str, shards: int) -> Found | None:
@@ -122,5 +134,7 @@ async def find_accepted(lookups: Lookups, transaction_id: str, shards: int) -> F
         return None
     entry_id = parse_marker(raw).entry_id
     payload = await lookups.payload(stream_key(shard).encode(), entry_id)
-    event = None if payload is None else event_decoder.decode(payload)
-    return Found(entry_id.decode(), event)
+    decoded = None if payload is None else decode_payload(payload)
+    if isinstance(decoded, str):
+        return Found(entry_id.decode(), None, decoded)
+    return Found(entry_id.decode(), decoded)

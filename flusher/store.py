@@ -104,13 +104,29 @@ WITH clock AS (
         credit_count = t.credit_count + EXCLUDED.credit_count,
         first_activity_at = least(t.first_activity_at, EXCLUDED.first_activity_at),
         last_activity_at = greatest(t.last_activity_at, EXCLUDED.last_activity_at)
+), stored AS (
+    -- What the ledger holds for each transaction_id of the batch: inserted before (the
+    -- table, as of this statement's snapshot) or just now (fresh, which the table does
+    -- not show yet inside this statement).
+    SELECT transaction_id, customer_account, seller_account, amount FROM transactions
+    WHERE transaction_id IN (SELECT transaction_id FROM incoming)
+    UNION ALL
+    SELECT transaction_id, customer_account, seller_account, amount FROM fresh
 ), duplicates AS (
-    -- Not inserted now, and not a redelivery of the entry that was inserted before.
+    -- Not inserted now, and not a redelivery of the entry that was inserted before;
+    -- conflicting when it names other accounts or another amount than the stored purchase.
     INSERT INTO duplicate_entries (
-        stream_shard, stream_entry_id, transaction_id, request_id, amount, accepted_at
+        stream_shard, stream_entry_id, transaction_id, request_id, amount, accepted_at,
+        customer_account, seller_account, conflicting
     )
     SELECT $1::smallint, i.stream_entry_id, i.transaction_id, i.request_id, i.amount,
-           i.accepted_at
+           i.accepted_at, i.customer_account, i.seller_account,
+           EXISTS (
+               SELECT 1 FROM stored s
+               WHERE s.transaction_id = i.transaction_id
+                 AND (s.customer_account, s.seller_account, s.amount)
+                     IS DISTINCT FROM (i.customer_account, i.seller_account, i.amount)
+           )
     FROM incoming i
     WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f.stream_entry_id = i.stream_entry_id)
       AND NOT EXISTS (
@@ -119,9 +135,11 @@ WITH clock AS (
             AND t.stream_shard = $1::smallint
       )
     ON CONFLICT (stream_shard, stream_entry_id) DO NOTHING
-    RETURNING 1
+    RETURNING conflicting
 )
-SELECT (SELECT count(*) FROM fresh) AS inserted, (SELECT count(*) FROM duplicates) AS duplicates
+SELECT (SELECT count(*) FROM fresh) AS inserted,
+       (SELECT count(*) FROM duplicates) AS duplicates,
+       (SELECT count(*) FROM duplicates WHERE conflicting) AS conflicting
 """
 
 REFUSED: Final = (
@@ -163,6 +181,9 @@ class WriteResult:
     """New purchases: one transaction row and two ledger legs each."""
     duplicates: int = 0
     """Entries for a transaction_id stored from another entry (see duplicate_entries)."""
+    conflicting: int = 0
+    """Of the duplicates, those naming other accounts or another amount than the stored
+    purchase: answered 200 by the gateway, not what the ledger holds."""
     redelivered: int = 0
     """Entries stored before, delivered again (a crash between commit and XACK)."""
     dead_letters: int = 0
@@ -287,6 +308,7 @@ class PurchaseStore:
                 assert counts is not None  # the statement always returns one row
                 result.inserted = counts["inserted"]
                 result.duplicates = counts["duplicates"]
+                result.conflicting = counts["conflicting"]
                 result.redelivered = len(good) - result.inserted - result.duplicates
             if bad:
                 await conn.executemany(
@@ -311,6 +333,7 @@ class PurchaseStore:
                 continue
             total.inserted += one.inserted
             total.duplicates += one.duplicates
+            total.conflicting += one.conflicting
             total.redelivered += one.redelivered
         if bad:
             total.dead_letters = (await self._write(conn, [], bad)).dead_letters

@@ -51,6 +51,7 @@ class FlusherStats:
     entries: int = 0
     inserted: int = 0
     duplicates: int = 0
+    conflicting_duplicates: int = 0
     redelivered: int = 0
     dead_letters: int = 0
     acked: int = 0
@@ -88,6 +89,8 @@ class Flusher:
         self.last_committed_entry_id: str | None = None
         self.redis_out_of_memory = False
         """The last hold was refused for memory: trim without waiting for the retention."""
+        self._summed: dict[str, int] = {}
+        """How much of our counters the flushers' sums in Redis hold (core.flusher_stats)."""
         self._stopping = asyncio.Event()
 
     # -- steps ---------------------------------------------------------------------------
@@ -228,6 +231,7 @@ class Flusher:
         self.stats.entries += len(entries)
         self.stats.inserted += result.inserted
         self.stats.duplicates += result.duplicates
+        self.stats.conflicting_duplicates += result.conflicting
         self.stats.redelivered += result.redelivered
         self.stats.dead_letters += result.dead_letters
         return len(entries)
@@ -359,7 +363,8 @@ class Flusher:
         return reader.consumer if reader.shard == 0 else f"{reader.consumer}:shard{reader.shard}"
 
     async def publish_stats(self) -> None:
-        """For the gateway's /metrics: this flusher's counters, in Redis.
+        """For the gateway's /metrics and console: this flusher's counters and the shard
+        count it runs with, in Redis.
 
         Best effort: the first write a Redis out of memory refuses, and figures that cannot
         be published must not stop the flushing that frees the memory.
@@ -372,7 +377,13 @@ class Flusher:
             log.warning("could not publish flusher stats: %s: %s", type(exc).__name__, exc)
 
     async def _publish(self, st: FlusherStats) -> None:
-        await publish_stats(self.reader.redis, self.name, st)
+        await publish_stats(
+            self.reader.redis,
+            self.name,
+            st,
+            shards=self.settings.stream_shards,
+            summed=self._summed,
+        )
 
     def stop(self) -> None:
         """Idempotent: finish the batch in hand, then return from ``run``."""

@@ -43,6 +43,7 @@ from gateway.metrics import (
     WorkerCounters,
 )
 from gateway.responses import Response
+from gateway.shard_watch import ShardReading, ShardWatch
 from gateway.worker_counters import WorkerBoard
 
 CONTENT_TYPE: Final = (b"content-type", CONTENT_TYPE_PLAIN_0_0_4.encode())
@@ -90,6 +91,7 @@ class Exposition:
     sources: WorkerSources
     board: WorkerBoard | None
     backlog: BacklogMonitor
+    shards: ShardWatch
     redis: Redis
 
     async def response(self) -> Response:
@@ -110,7 +112,9 @@ class Exposition:
             with contextlib.suppress(OSError):
                 self.board.publish(workers[0])
             workers += self.board.others()
-        return generate_latest(Scrape(workers, self.backlog.last, flushers, supervised))
+        return generate_latest(
+            Scrape(workers, self.backlog.last, flushers, supervised, self.shards.last)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +125,12 @@ class Scrape(Collector):
     backlog: Backlog | None
     flushers: dict[str, FlusherFigures]
     supervised: dict[str, ChildStatus]
+    shards: ShardReading | None = None
 
     def collect(self) -> Iterator[Metric]:
         yield from self._workers()
         yield from self._backlog()
+        yield from self._shards()
         yield from self._flushers()
         yield from self._supervisor()
 
@@ -171,6 +177,33 @@ class Scrape(Collector):
             "monokera_consumer_lag_seconds",
             "Age of the oldest entry the flusher has not acknowledged.",
             value=b.oldest_unflushed_age_s,
+        )
+
+    def _shards(self) -> Iterator[Metric]:
+        """The shard counts in use (``gateway.shard_watch``), as this worker last read them."""
+        s = self.shards
+        if s is None:
+            return
+        yield GaugeMetricFamily(
+            "monokera_stream_shards", "This gateway's stream shard count.", value=s.own
+        )
+        publishers = GaugeMetricFamily(
+            "monokera_stream_shards_publishers",
+            "Live gateway and flusher workers by the stream shard count they run with.",
+            labels=["role", "shards"],
+        )
+        for (role, shards), count in sorted(s.publishers.items()):
+            publishers.add_metric([role, str(shards)], count)
+        yield publishers
+        yield GaugeMetricFamily(
+            "monokera_stream_shards_mismatch",
+            "1 while live gateways and flushers run with different stream shard counts.",
+            value=int(s.mismatch),
+        )
+        yield GaugeMetricFamily(
+            "monokera_unread_stream_entries",
+            "Unflushed entries in streams no live flusher reads.",
+            value=sum(s.unread.values()),
         )
 
     def _flushers(self) -> Iterator[Metric]:

@@ -83,7 +83,9 @@ def _operation(
 ) -> dict[str, Any]:
     operation: dict[str, Any] = {"operationId": route.operation, "summary": route.summary}
     if route.description:
-        operation["description"] = route.description
+        operation["description"] = route.description.format(
+            idempotency_ttl_s=settings.idempotency_ttl_s
+        )
     if route.params is not None:
         operation["parameters"] = _parameters(route, components)
     if route.body is not None:

@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 from core.supervisor_status import read_status
 from gateway.backlog import BacklogMonitor
 from gateway.responses import Response, json_response
+from gateway.shard_watch import ShardWatch
 from gateway.types import Receive, Scope
 
 _encoder: Final = msgspec.json.Encoder()
@@ -19,10 +20,16 @@ _OK: Final = _encoder.encode({"status": "ok"})
 
 class Probes:
     def __init__(
-        self, control: Redis, backlog: BacklogMonitor, retry_after_s: int, document: bytes
+        self,
+        control: Redis,
+        backlog: BacklogMonitor,
+        shards: ShardWatch,
+        retry_after_s: int,
+        document: bytes,
     ) -> None:
         self._control = control
         self._backlog = backlog
+        self._shards = shards
         self._retry = (b"retry-after", str(retry_after_s).encode())
         self._document = document
 
@@ -33,7 +40,9 @@ class Probes:
         return json_response(200, self._document)
 
     async def readyz(self, scope: Scope, receive: Receive) -> Response:
-        """Ready: Redis answers and the backlog is under its limits."""
+        """Ready: Redis answers, the backlog is under its limits, and a live flusher reads
+        every stream this gateway writes (``gateway.shard_watch``: a shard-count mismatch
+        that leaves none of ours unread is reported, not a 503)."""
         try:
             await self._control.ping()
         except (RedisError, OSError) as exc:
@@ -47,12 +56,22 @@ class Probes:
                 "stream_length": backlog.stream_length,
                 "pending": backlog.pending,
             }
+        shards = self._shards.last
+        if shards is not None:
+            report["shards"] = shards.report()
         found = await supervised(self._control)
         if found:
             report["supervisor"] = found
         if self._backlog.refusal is not None:
             report["status"] = "overloaded"
             report["reason"] = self._backlog.refusal
+            return json_response(503, _encoder.encode(report), self._retry)
+        if shards is not None and shards.status == "writes_unread":
+            report["status"] = "misconfigured"
+            report["reason"] = (
+                f"this gateway writes {shards.own} stream shards, the live flushers read"
+                f" {shards.flusher_reads}: set MONOKERA_STREAM_SHARDS alike everywhere"
+            )
             return json_response(503, _encoder.encode(report), self._retry)
         return json_response(200, _encoder.encode(report))
 

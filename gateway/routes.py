@@ -95,6 +95,17 @@ def _asset(path: str, file: str, media: str, summary: str, documented: bool = Tr
     )
 
 
+_IDEMPOTENCY: Final = (
+    "Idempotent on transaction_id for {idempotency_ttl_s} s after its first acceptance (the"
+    " idempotency window, MONOKERA_IDEMPOTENCY_TTL_S): the same purchase again is answered"
+    " the original 200 with Idempotent-Replayed: true, a different purchase under the same"
+    " transaction_id is a 409. Past the window (or after the operator changed the shard"
+    " count) the gateway no longer remembers the id: a retry is answered 200 again, and the"
+    " ledger keeps the first purchase only; a different purchase under a reused id is then"
+    " NOT recorded, though answered 200 (the flusher records it as a conflicting duplicate)."
+    " Never reuse a transaction_id for another purchase, and retry within the window."
+)
+
 ROUTES: Final = (
     Route(
         "POST",
@@ -108,10 +119,13 @@ ROUTES: Final = (
                 PurchaseResponse,
                 ("X-Request-ID", "X-Stream-Entry-ID", "Idempotent-Replayed"),
             ),
-            409: Reply("transaction_id already used for a different purchase"),
+            409: Reply(
+                "transaction_id already used for a different purchase within the idempotency window"
+            ),
             **_BODY_ERRORS,
         },
         body=PurchaseRequest,
+        description=_IDEMPOTENCY,
     ),
     Route(
         "POST",

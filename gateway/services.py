@@ -37,6 +37,7 @@ from gateway.purchase import PurchaseHandler
 from gateway.reads import Reads
 from gateway.request_ids import RequestIds
 from gateway.routing import Handler
+from gateway.shard_watch import ShardWatch
 from gateway.worker_counters import WorkerBoard
 
 log = logging.getLogger("gateway")
@@ -49,6 +50,7 @@ class Services:
     """Readiness, backlog and /metrics reads: never queued behind the appends."""
     appender: StreamAppender
     backlog: BacklogMonitor
+    shard_watch: ShardWatch
     history: HistoryStore
     cache: ReadCache
     purchase: PurchaseHandler
@@ -109,6 +111,7 @@ class Services:
             stall_s=settings.backlog_stall_s,
             interval_s=settings.backlog_check_interval_s,
         )
+        shard_watch = ShardWatch(control, settings.stream_shards, settings.shard_check_interval_s)
         try:
             for connections in (appends, cache_nodes):
                 await connections.start()
@@ -117,11 +120,14 @@ class Services:
             await ensure_groups(control, settings.stream_shards)
             await appender.load_script()
             await backlog.check()
+            await shard_watch.check()
         except (RedisError, OSError) as exc:
             # Start anyway: purchases get a 503 and /readyz says why until Redis is back.
             log.warning("Redis not reachable at start (%r); serving 503s until it is", exc)
         backlog.start()
         closing.push_async_callback(backlog.stop)
+        shard_watch.start()
+        closing.push_async_callback(shard_watch.stop)
         deadlines = BodyDeadlines(settings.body_timeout_s)
         deadlines.start()
         closing.push_async_callback(deadlines.stop)
@@ -152,7 +158,14 @@ class Services:
         console = None
         if settings.console:
             console = ConsoleApi(
-                settings, metrics, appender.stats, cache.stats, backlog, history, reads_redis
+                settings,
+                metrics,
+                appender.stats,
+                cache.stats,
+                backlog,
+                shard_watch,
+                history,
+                reads_redis,
             )
             console.sampler.start()
             closing.push_async_callback(console.sampler.stop)
@@ -161,13 +174,20 @@ class Services:
             control=control,
             appender=appender,
             backlog=backlog,
+            shard_watch=shard_watch,
             history=history,
             cache=cache,
             purchase=purchase,
             reads=Reads(history, cache, cache_nodes, settings.stream_shards),
-            probes=Probes(control, backlog, settings.retry_after_s, openapi.document(settings)),
+            probes=Probes(
+                control,
+                backlog,
+                shard_watch,
+                settings.retry_after_s,
+                openapi.document(settings),
+            ),
             console=console,
-            exposition=Exposition(sources, board, backlog, control),
+            exposition=Exposition(sources, board, backlog, shard_watch, control),
             closing=closing,
         )
 

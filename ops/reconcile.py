@@ -3,7 +3,11 @@
 ``python -m ops.reconcile [--json]`` (or ``make reconcile``). Exit status 1 when a
 discrepancy is found: an acknowledged entry missing from PostgreSQL, a transaction without
 exactly one DEBIT and one CREDIT, a ledger leg without its transaction, or unflushed
-entries stranded in a stream above the shard count (see core.stranded).
+entries stranded in a stream above the shard count (see core.stranded). Conflicting
+duplicates (a transaction_id the gateway accepted again past its idempotency window with
+other accounts or another amount: the client was answered 200, the ledger holds the first
+purchase) are counted and listed for someone to settle with the client, but do not fail
+it: the ledger itself is consistent, and they stay in the table for good.
 
 Every entry still in the stream is classified: undelivered, pending (on which consumer),
 or acknowledged; an acknowledged one must be in PostgreSQL as a transaction, a recorded
@@ -40,7 +44,13 @@ COUNTS: Final = """
 SELECT (SELECT count(*) FROM transactions),
        (SELECT count(*) FROM ledger_entries),
        (SELECT count(*) FROM duplicate_entries),
-       (SELECT count(*) FROM dead_letters)
+       (SELECT count(*) FROM dead_letters),
+       (SELECT count(*) FROM duplicate_entries WHERE conflicting)
+"""
+
+CONFLICTING: Final = """
+SELECT DISTINCT transaction_id FROM duplicate_entries WHERE conflicting
+ORDER BY transaction_id LIMIT 100
 """
 
 # A transaction's persisted_at is its legs' recorded_at (one time per batch): legs older
@@ -94,6 +104,11 @@ class Report(msgspec.Struct):
     transactions_past_retention: int = 0
     ledger_entries: int = 0
     duplicate_entries: int = 0
+    conflicting_duplicates: int = 0
+    """Of ``duplicate_entries``, those naming other accounts or another amount than the
+    stored purchase (rows written before migration 007 count only if the amount differs)."""
+    conflicting_transactions: list[str] = []
+    """Their transaction_ids (the first 100)."""
     dead_letters: int = 0
     transactions_with_broken_legs: list[str] = []
     orphan_legs: int = 0
@@ -137,6 +152,8 @@ async def reconcile(redis: Redis, conn: asyncpg.Connection, shards: int = 1) -> 
         [counts] = await conn.fetch(COUNTS)
         report.transactions, report.ledger_entries = counts[0], counts[1]
         report.duplicate_entries, report.dead_letters = counts[2], counts[3]
+        report.conflicting_duplicates = counts[4]
+        report.conflicting_transactions = [r[0] for r in await conn.fetch(CONFLICTING)]
         retained_from = await conn.fetchval(RETAINED_FROM)
         if retained_from is not None:
             report.transactions_past_retention = await conn.fetchval(PAST_RETENTION, retained_from)
@@ -212,6 +229,7 @@ def render(report: Report) -> str:
         ("  of which past the ledger retention", report.transactions_past_retention),
         ("ledger entries", report.ledger_entries),
         ("duplicate entries (rejected)", report.duplicate_entries),
+        ("  of which conflicting (other accounts or amount)", report.conflicting_duplicates),
         ("dead letters", report.dead_letters),
         ("transactions with broken legs", len(report.transactions_with_broken_legs)),
         ("ledger legs without transaction", report.orphan_legs),
@@ -223,6 +241,11 @@ def render(report: Report) -> str:
         lines.append(
             f"STRANDED {count} unflushed entries in {stream}, above the shard count:"
             " raise MONOKERA_STREAM_SHARDS until they are flushed"
+        )
+    for tx in report.conflicting_transactions[:20]:
+        lines.append(
+            f"CONFLICT transaction {tx!r} was accepted again with other accounts or amount"
+            " past the idempotency window: the ledger holds the first purchase"
         )
     for tx in report.transactions_with_broken_legs[:20]:
         lines.append(f"BROKEN legs for transaction {tx!r}")

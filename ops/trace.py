@@ -25,10 +25,9 @@ from redis.exceptions import ResponseError
 
 from core.backlog import measure
 from core.constants import GROUP, idempotency_key, shard_of, stream_key
-from core.events import event_decoder
 from core.flusher_stats import read_published_stats
 from core.groups import group_info, groups_of
-from core.idempotency import ClientLookups, find_accepted
+from core.idempotency import ClientLookups, decode_payload, find_accepted
 from core.redis_clients import redis_client
 from core.replies import parse_id, text
 from core.settings import Settings
@@ -39,7 +38,8 @@ LAG_SCAN_CAP: Final = 100_000
 LAG_SCAN_CHUNK: Final = 5000
 
 PERSISTED: Final = """
-SELECT stream_entry_id, request_id, persisted_at FROM transactions WHERE transaction_id = $1
+SELECT stream_shard, stream_entry_id, request_id, persisted_at FROM transactions
+WHERE transaction_id = $1
 """
 
 REJECTED_DUPLICATES: Final = """
@@ -57,9 +57,14 @@ class TxTrace(msgspec.Struct):
     stage: str
     """UNKNOWN; ACCEPTED (in the stream, not yet delivered); PENDING (delivered to a consumer,
     not acknowledged); PERSISTED; ORPHANED (delivered and no longer pending, yet not in
-    PostgreSQL: someone removed it from the group, e.g. XGROUP DELCONSUMER)."""
+    PostgreSQL: someone removed it from the group, e.g. XGROUP DELCONSUMER); DEAD_LETTERED
+    (not persisted: its entry was stored as a dead letter, e.g. an undecodable payload)."""
     stream_entry_id: str | None = None
+    stream_shard: int | None = None
+    """The shard of ``stream_entry_id`` (entry ids are unique per stream only)."""
     in_stream: bool = False
+    undecodable: str | None = None
+    """Why the entry's payload does not decode (the flusher dead-letters such an entry)."""
     request_id: str | None = None
     accepted_at_us: int | None = None
     idempotency_ttl_s: int | None = None
@@ -103,24 +108,35 @@ async def trace_transaction(
     redis: Redis, conn: asyncpg.Connection, tx: str, shards: int = 1
 ) -> TxTrace:
     trace = TxTrace(tx, "UNKNOWN")
-    shard = shard_of(tx, shards)
-    stream = stream_key(shard)
     lookups = ClientLookups(redis)
     found = await find_accepted(lookups, tx, shards)
     row = await conn.fetchrow(PERSISTED, tx)
     event = None
     if found is not None:
+        # Through the marker: in the shard the current count hashes the id to.
+        shard = shard_of(tx, shards)
         trace.stream_entry_id, event = found.entry_id, found.event
+        trace.undecodable = found.undecodable
         trace.idempotency_ttl_s = int(await redis.ttl(idempotency_key(shard, tx)))
     elif row is not None:
+        # Persisted: in the shard it was flushed from, whatever the shard count is now.
+        shard = row["stream_shard"]
         trace.stream_entry_id = row["stream_entry_id"]
+        stream = stream_key(shard)
         payload = await lookups.payload(stream.encode(), row["stream_entry_id"].encode())
-        event = None if payload is None else event_decoder.decode(payload)
+        decoded = None if payload is None else decode_payload(payload)
+        event = None if isinstance(decoded, str) else decoded
+        trace.undecodable = decoded if isinstance(decoded, str) else None
+    else:
+        shard = shard_of(tx, shards)
+    stream = stream_key(shard)
     if trace.stream_entry_id:
+        trace.stream_shard = shard
         entry_id = trace.stream_entry_id
-        if event is not None:
+        if event is not None or trace.undecodable is not None:
             trace.in_stream = True
-            trace.request_id, trace.accepted_at_us = event.request_id, event.accepted_at_us
+            if event is not None:
+                trace.request_id, trace.accepted_at_us = event.request_id, event.accepted_at_us
             delivered = await _last_delivered(redis, stream)
             orphaned = delivered is not None and parse_id(entry_id) <= delivered
             trace.stage = "ORPHANED" if orphaned else "ACCEPTED"
@@ -143,6 +159,8 @@ async def trace_transaction(
     ]
     if trace.stream_entry_id:
         trace.dead_letter = await conn.fetchval(DEAD_LETTER, shard, trace.stream_entry_id)
+        if trace.dead_letter is not None and row is None:
+            trace.stage = "DEAD_LETTERED"
     return trace
 
 
@@ -213,7 +231,9 @@ def render_tx(t: TxTrace) -> str:
         ("transaction", t.transaction_id),
         ("stage", t.stage),
         ("stream entry", t.stream_entry_id or "-"),
+        ("stream shard", "-" if t.stream_shard is None else t.stream_shard),
         ("still in stream", "yes" if t.in_stream else "no"),
+        ("undecodable", t.undecodable or "-"),
         ("request id", t.request_id or "-"),
         ("idempotency key ttl", f"{t.idempotency_ttl_s}s" if t.idempotency_ttl_s else "-"),
     ]

@@ -8,9 +8,12 @@ import re
 import time
 from pathlib import Path
 
+from redis.asyncio import Redis
+
+from core.constants import PAYLOAD_FIELD, STREAM, idempotency_key
 from core.settings import Settings
 from flusher.worker import Flusher
-from tests.conftest import env_for
+from tests.conftest import both_redis, env_for
 from tests.helpers import Gateway, HttpClient, purchase, samples, serving
 from tests.test_trace import trace as make_trace
 
@@ -162,3 +165,22 @@ async def test_console_setting_off_answers_404(settings: Settings, workdir: Path
         for path in ("/console", "/console/console.js", "/console/api/overview"):
             assert (await client.get(path)).status_code == 404
         assert (await client.get("/healthz")).status_code == 200
+
+
+@both_redis
+async def test_trace_of_an_undecodable_entry_says_so_instead_of_a_500(
+    client: HttpClient, flusher: Flusher, redis: Redis
+) -> None:
+    entry = await redis.xadd(STREAM, {PAYLOAD_FIELD: b"\xff not an event"})
+    await redis.set(idempotency_key(0, "garbled"), b"0123|" + entry, ex=60)
+    reply = await client.get("/console/api/trace?tx=garbled")
+    assert reply.status_code == 200, reply.text
+    traced = reply.json()
+    assert (traced["stage"], traced["stream_entry_id"]) == ("ACCEPTED", entry.decode())
+    assert traced["undecodable"].startswith("undecodable event")
+    assert (await client.get("/transactions/garbled")).status_code == 404
+
+    await flusher.drain()  # dead-letters it
+    traced = (await client.get("/console/api/trace?tx=garbled")).json()
+    assert traced["stage"] == "DEAD_LETTERED"
+    assert traced["dead_letter"].startswith("undecodable event")

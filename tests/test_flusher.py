@@ -286,6 +286,7 @@ async def test_migrations_apply_once(pg: asyncpg.Connection) -> None:
         "004_history_reads.sql",
         "005_ledger_partitions.sql",
         "006_stream_shards.sql",
+        "007_conflicting_duplicates.sql",
     ]
 
 

@@ -8,14 +8,19 @@ import subprocess
 import sys
 from typing import Any
 
+import asyncpg
+import msgspec
 from redis.asyncio import Redis
 
-from core.constants import STREAM, idempotency_key
+from core.constants import PAYLOAD_FIELD, STREAM, idempotency_key, shard_of, stream_key
+from core.events import Leg, PurchaseEvent, encoder
+from core.groups import ensure_group
 from core.settings import Settings
 from flusher.stream import GroupReader
 from flusher.worker import Flusher
-from tests.conftest import env_for
-from tests.helpers import ROOT, HttpClient, purchase
+from ops.trace import trace_transaction
+from tests.conftest import both_redis, env_for
+from tests.helpers import ROOT, HttpClient, open_flusher, purchase
 
 
 def trace(settings: Settings, *args: str) -> tuple[int, Any]:
@@ -98,3 +103,37 @@ async def test_stream_view_reports_length_groups_lag_and_pending(
     assert [c["name"] for c in group["consumers"]] == ["slow-consumer"]
     assert isinstance(view["oldest_unacked_age_s"], float)
     assert view["memory_bytes"] > 0
+
+
+@both_redis
+async def test_a_persisted_purchase_is_traced_in_the_shard_it_was_flushed_from(
+    settings: Settings, redis: Redis, pg: asyncpg.Connection
+) -> None:
+    sharded = msgspec.structs.replace(settings, stream_shards=4)
+    tx = next(t for t in (f"moved-{i}" for i in range(100)) if shard_of(t, 4) == 3)
+    event = PurchaseEvent(
+        transaction_id=tx,
+        customer_name="a",
+        seller_name="b",
+        legs=(Leg("acc-1", "DEBIT", 5), Leg("acc-2", "CREDIT", 5)),
+        request_id="req-moved",
+        accepted_at_us=1,
+    )
+    await ensure_group(redis, stream_key(3))
+    entry = (await redis.xadd(stream_key(3), {PAYLOAD_FIELD: encoder.encode(event)})).decode()
+    worker, close = await open_flusher(sharded, shard=3)
+    try:
+        assert await worker.drain() == 1
+    finally:
+        await close()
+    # Shard 0 holds an entry of the same id (ids are unique per stream only).
+    await pg.execute(
+        "INSERT INTO dead_letters (stream_shard, stream_entry_id, payload, error)"
+        " VALUES (0, $1, '', 'shard 0''s'), (3, $1, '', 'shard 3''s')",
+        entry,
+    )
+    # The shard count was lowered to 1 since: the row's shard still says where it came from.
+    traced = await trace_transaction(redis, pg, tx, 1)
+    assert (traced.stage, traced.stream_shard, traced.in_stream) == ("PERSISTED", 3, True)
+    assert (traced.stream_entry_id, traced.request_id) == (entry, "req-moved")
+    assert traced.dead_letter == "shard 3's"

@@ -22,6 +22,7 @@ from core.backlog import measure
 from core.constants import stream_key
 from core.flusher_stats import (
     BATCHES,
+    CONFLICTING_DUPLICATES,
     DEAD_LETTERS,
     DUPLICATES,
     ROWS_WRITTEN,
@@ -40,6 +41,8 @@ from gateway.console.views import (
     Overview,
     Point,
     ShardBacklog,
+    ShardPublishers,
+    Shards,
 )
 from gateway.errors import HistoryUnavailable, InvalidQuery, NotFound, RedisUnavailable
 from gateway.history import HistoryStore
@@ -47,6 +50,7 @@ from gateway.metrics import LATENCY_BUCKETS_S, Metrics
 from gateway.params import TraceQuery, decode
 from gateway.responses import Response, json_response
 from gateway.routing import Handler
+from gateway.shard_watch import ShardWatch
 from gateway.types import Receive, Scope
 from ops.trace import trace_transaction
 
@@ -72,10 +76,12 @@ class ConsoleApi:
         appends: AppendStats,
         cache: CacheStats,
         backlog: BacklogMonitor,
+        shard_watch: ShardWatch,
         history: HistoryStore,
         redis: Redis,
     ) -> None:
         self._settings = settings
+        self._shard_watch = shard_watch
         self._appends = appends
         self._cache = cache
         self._backlog = backlog
@@ -125,6 +131,7 @@ class ConsoleApi:
             refusing=self._backlog.refusal,
             redis=redis_state,
             backlog=shards,
+            shards=self._shard_counts(),
             flushers=await self._flushers(),
             history=history,
         )
@@ -144,6 +151,18 @@ class ConsoleApi:
             return type(exc).__name__, found
         return "ok", found
 
+    def _shard_counts(self) -> Shards:
+        last = self._shard_watch.last
+        if last is None:
+            return Shards("unknown", self._settings.stream_shards, None, [], {})
+        return Shards(
+            last.status,
+            last.own,
+            last.flusher_reads,
+            [ShardPublishers(r, s, n) for (r, s), n in sorted(last.publishers.items())],
+            last.unread,
+        )
+
     async def _flushers(self) -> list[FlusherFigures]:
         try:
             published = await read_flusher_stats(self._redis)
@@ -155,6 +174,7 @@ class ConsoleApi:
                 v[BATCHES.name],
                 v[ROWS_WRITTEN.name],
                 v[DUPLICATES.name],
+                v[CONFLICTING_DUPLICATES.name],
                 v[DEAD_LETTERS.name],
             )
             for consumer, v in sorted(published.items())

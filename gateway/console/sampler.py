@@ -4,7 +4,8 @@ Rates and latency percentiles need two readings of a counter. Keeping the readin
 rather than in the page means a page opened now draws the last five minutes at once, many
 open pages share one sampler, and the figures are those of /metrics: the sampler reads the
 very objects /metrics renders (one source of truth). A reading copies a few integers; the
-flushers' figures come from the hash they publish in Redis, as /metrics reads them.
+flushers' batches and rows come from the one hash where the flushers sum them
+(``core.flusher_stats.TOTALS``): one HMGET a second per worker, however many flushers run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Final
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.flusher_stats import BATCHES, ROWS_WRITTEN, read_flusher_stats
+from core.flusher_stats import BATCHES, ROWS_WRITTEN, read_summed
 from gateway.appender import AppendStats
 from gateway.background import BackgroundTask
 from gateway.metrics import Metrics
@@ -75,13 +76,10 @@ class Sampler:
         self._background = BackgroundTask()
 
     async def read_flushers(self) -> None:
-        """Batches and rows summed over the flushers alive now; unchanged if Redis fails."""
+        """Batches and rows summed over every flusher so far; unchanged if Redis fails."""
         with contextlib.suppress(RedisError, OSError):
-            published = (await read_flusher_stats(self._redis)).values()
-            self._flushers = (
-                sum(v[BATCHES.name] for v in published),
-                sum(v[ROWS_WRITTEN.name] for v in published),
-            )
+            summed = await read_summed(self._redis)
+            self._flushers = (summed[BATCHES.name], summed[ROWS_WRITTEN.name])
 
     def take(self) -> Reading:
         stats = self._appends()
@@ -127,7 +125,7 @@ class Rates:
 
 
 def rates(older: Reading, newer: Reading, bounds: Sequence[float]) -> Rates:
-    """Between two readings. A flusher that restarted counts from zero again: never negative."""
+    """Between two readings; never negative (Redis may have lost the flushers' sums)."""
     span = max(newer.at - older.at, 1e-6)
     buckets = [max(0, n - o) for n, o in zip(newer.ack_buckets, older.ack_buckets, strict=True)]
     p50, p99 = quantile(0.5, bounds, buckets), quantile(0.99, bounds, buckets)

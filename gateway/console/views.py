@@ -27,7 +27,30 @@ class FlusherFigures(msgspec.Struct):
     batches_total: float
     rows_written_total: float
     duplicates_total: float
+    """Entries of a transaction_id already stored, conflicting ones included."""
+    conflicting_duplicates_total: float
+    """Duplicates naming other accounts or another amount: answered 200, not in the ledger."""
     dead_letters_total: float
+
+
+class ShardPublishers(msgspec.Struct):
+    role: str
+    """gateway or flusher (workers: a flusher process has one per shard)."""
+    shards: int
+    count: int
+
+
+class Shards(msgspec.Struct):
+    """The stream shard counts in use (gateway.shard_watch)."""
+
+    status: str
+    """ok; mismatch (counts differ); unread (a stream no live flusher reads holds
+    unflushed entries); writes_unread (this gateway writes such streams: /readyz 503);
+    unknown (no live flusher, or Redis unavailable)."""
+    own: int
+    flushers_read: int | None
+    publishers: list[ShardPublishers]
+    unread: dict[str, int]
 
 
 class Durability(msgspec.Struct):
@@ -66,6 +89,7 @@ class Overview(msgspec.Struct):
     redis: str
     """ok, or the error class that the last Redis read ended in."""
     backlog: list[ShardBacklog]
+    shards: Shards
     flushers: list[FlusherFigures]
     history: list[Point]
     """Last five minutes, one point a second, oldest first."""

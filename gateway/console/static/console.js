@@ -96,6 +96,15 @@ async function refreshOverview() {
   $("redis-state").className = "badge " + (o.redis === "ok" ? "good" : "bad");
   $("refusing").hidden = !o.refusing;
   $("refusing").textContent = o.refusing ? "Refusing purchases: " + o.refusing : "";
+  const sh = o.shards, counts = sh.publishers.map((p) => p.count + " " + p.role + " worker(s) on " + p.shards).join(", ");
+  const unread = Object.entries(sh.unread).map(([s, n]) => num(n) + " in " + s).join(", ");
+  const shardProblems = {
+    writes_unread: "This gateway writes " + sh.own + " stream shards, the live flushers read " + sh.flushers_read + ": it is not ready (503).",
+    unread: "Unflushed entries in streams no live flusher reads: " + unread + ".",
+    mismatch: "Gateways and flushers run with different stream shard counts.",
+  };
+  $("shards-alert").hidden = !shardProblems[sh.status];
+  $("shards-alert").textContent = shardProblems[sh.status] ? "Shard counts: " + shardProblems[sh.status] + " Live: " + counts + "." : "";
   $("ack-rate").textContent = num(o.ack_per_s);
   $("ack-p50").textContent = ms(o.ack_p50_ms);
   $("ack-p99").textContent = ms(o.ack_p99_ms);
@@ -117,10 +126,12 @@ async function refreshOverview() {
     row(backlog, [b.shard, num(b.stream_length), secs(b.oldest_unflushed_age_s), num(b.pending)], [null, "num", "num", "num"]);
   }
   const flushers = $("flushers").tBodies[0]; clear(flushers);
-  if (!o.flushers.length) row(flushers, ["no flusher has reported in the last minute", "", "", "", ""]);
+  if (!o.flushers.length) row(flushers, ["no flusher has reported in the last half minute", "", "", "", "", ""]);
   for (const f of o.flushers) {
-    row(flushers, [f.consumer, num(f.batches_total), num(f.rows_written_total), num(f.duplicates_total), num(f.dead_letters_total)],
-      [null, "num", "num", "num", "num " + (f.dead_letters_total ? "nonzero" : "")]);
+    row(flushers, [f.consumer, num(f.batches_total), num(f.rows_written_total), num(f.duplicates_total),
+      num(f.conflicting_duplicates_total), num(f.dead_letters_total)],
+      [null, "num", "num", "num", "num " + (f.conflicting_duplicates_total ? "nonzero" : ""),
+        "num " + (f.dead_letters_total ? "nonzero" : "")]);
   }
   draw(o.history);
 }
@@ -188,14 +199,14 @@ async function trace(tx) {
   const t = traced.body, v = view.status === 200 ? view.body : null;
   $("trace-id").textContent = t.transaction_id;
   $("trace-stage").textContent = t.stage;
-  $("trace-stage").className = "badge " + ({ PERSISTED: "good", ORPHANED: "bad" }[t.stage] || "warn");
+  $("trace-stage").className = "badge " + ({ PERSISTED: "good", ORPHANED: "bad", DEAD_LETTERED: "bad" }[t.stage] || "warn");
   const accepted = t.accepted_at_us ? new Date(t.accepted_at_us / 1000).toISOString() : v && v.accepted_at;
   const steps = [
     ["Accepted", accepted ? when(accepted) : "–", "request " + (t.request_id || "–"), "done"],
     ["In the stream", "entry " + (t.stream_entry_id || "–"),
       t.pending_consumer ? "pending on " + t.pending_consumer + ", " + t.delivery_count + " deliveries, idle " + t.pending_idle_ms + " ms"
         : t.in_stream ? "still in the stream" : "trimmed from the stream",
-      t.stage === "ORPHANED" ? "bad" : t.stage === "PERSISTED" ? "done" : "now"],
+      t.stage === "ORPHANED" || t.undecodable ? "bad" : t.stage === "PERSISTED" ? "done" : "now"],
     ["Persisted", t.persisted_at ? when(t.persisted_at) : "not yet", t.persisted_entry_id ? "from entry " + t.persisted_entry_id : "",
       t.persisted_at ? "done" : t.dead_letter ? "bad" : ""],
   ];
@@ -211,7 +222,9 @@ async function trace(tx) {
   }
   const details = $("trace-details").tBodies[0]; clear(details);
   const facts = [
-    ["stage", t.stage], ["stream entry id", t.stream_entry_id || "–"], ["request id", t.request_id || "–"],
+    ["stage", t.stage], ["stream entry id", t.stream_entry_id || "–"],
+    ["stream shard", t.stream_shard === null ? "–" : String(t.stream_shard)],
+    ["undecodable", t.undecodable || "no"], ["request id", t.request_id || "–"],
     ["accepted at", accepted ? when(accepted) : "–"], ["persisted at", when(t.persisted_at)],
     ["still in stream", t.in_stream ? "yes" : "no"],
     ["idempotency key ttl", t.idempotency_ttl_s ? t.idempotency_ttl_s + " s" : "–"],
