@@ -102,11 +102,44 @@ class Child:
         return self
 
     def stop(self) -> None:
+        """Stop it for good; never raises. A child in its restart backoff has no process
+        (the one that exited was reaped, its pid maybe reused), so nothing is signalled.
+        A stop that fails (a timeout, a server that would not go) ends in a SIGKILL of the
+        whole session, so ``stop_all`` always goes on to the next child."""
         self.state = "stopping"
+        self.restart_at = None
         if self.proc is not None:
-            self._stop(self.proc)
+            try:
+                self._stop(self.proc)
+            except Exception as exc:  # whatever it was: kill it, go on to the next
+                say(
+                    f"make run: stopping {self.name} failed ({type(exc).__name__}: {exc});"
+                    " killing it",
+                    error=True,
+                )
+                self.kill()
             self.clean_up()
+            self.reaped()
         self.state = "stopped"
+
+    def kill(self) -> None:
+        """SIGKILL its whole session and reap it: also what a stopped (SIGSTOP) process,
+        which leaves a SIGTERM pending until continued, cannot ignore."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+
+    def reaped(self) -> None:
+        """Forget the process once it is reaped and its session cleaned up: from then on
+        its pid may belong to anybody, and nothing may signal it again."""
+        if self.proc is not None and self.proc.poll() is not None:
+            self.proc = None
 
     def clean_up(self) -> None:
         """Kill what is left of its session: a Granian main process that died leaves its
@@ -238,12 +271,15 @@ class Supervisor:
             self.publisher.publish({c.name: c.status() for c in self.children})
 
     def stop_all(self) -> None:
-        """Stop every child for good, in the order they were given, one line each."""
-        for child in self.children:
-            child.stop()
-            say(f"make run: stopped {child.name}")
-        if self.publisher is not None:
-            self.publisher.close()
+        """Stop every child for good, in the order they were given, one line each; a child
+        that fails to stop is killed and the others are still stopped (``Child.stop``)."""
+        try:
+            for child in self.children:
+                child.stop()
+                say(f"make run: stopped {child.name}")
+        finally:
+            if self.publisher is not None:
+                self.publisher.close()
 
     def _stable(self, child: Child) -> None:
         child.failures = 0
@@ -255,6 +291,7 @@ class Supervisor:
 
     def _exited(self, child: Child, code: int | None, now: float) -> None:
         child.clean_up()
+        child.reaped()
         child.last_exit_code = code
         uptime = now - child.started_at
         child.failures = 1 if uptime >= self.policy.stable_after_s else child.failures + 1

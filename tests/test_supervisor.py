@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import asyncpg
 import pytest
 
 from devstack.processes import free_port
-from devstack.supervisor import CrashLoop, RestartPolicy, Supervisor, process_child
+from devstack.supervisor import Child, CrashLoop, RestartPolicy, Supervisor, process_child
 from tests.helpers import ROOT, HttpClient, purchase
 from tests.reconcile import assert_exactly_once
 from tests.test_faults import Load, matrix_row
@@ -315,3 +316,72 @@ def test_crash_loop_backs_off_and_says_so(
     assert err.count("make run: crasher exited with 3") >= 5
     assert "crasher crashed 3 times in 60 s; last exit code 3; see its output above;" in err
     assert "retrying every 0.2 s at most" in err
+
+
+def started(command: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, start_new_session=True)
+
+
+def test_stop_all_reaches_every_child_when_one_fails_to_stop(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A child whose stop times out is killed, and the children after it are still stopped."""
+    ready = tmp_path / "ignoring"
+    ignore_term = (
+        "import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        " pathlib.Path(sys.argv[1]).touch(); time.sleep(600)"
+    )
+
+    def stop_too_briefly(proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(0.2)  # raises TimeoutExpired: it ignores SIGTERM
+
+    command = [sys.executable, "-c", ignore_term, str(ready)]
+    stubborn = Child("stubborn", partial(started, command), stop_too_briefly)
+    after = process_child("after", [sys.executable, "-c", "import time; time.sleep(600)"], {})
+    supervisor = Supervisor([stubborn, after], RestartPolicy())
+    supervisor.start_all()
+    procs = [child.proc for child in (stubborn, after)]
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert time.monotonic() < deadline, "the child never started ignoring SIGTERM"
+            time.sleep(0.01)
+        supervisor.stop_all()
+    finally:
+        for proc in procs:
+            assert proc is not None
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+                pytest.fail(f"pid {proc.pid} still ran after stop_all")
+    assert [p.returncode for p in procs if p is not None] == [-signal.SIGKILL, -signal.SIGTERM]
+    assert stubborn.state == after.state == "stopped"
+    err = capsys.readouterr().err
+    assert "make run: stopping stubborn failed (TimeoutExpired" in err
+
+
+def test_stop_all_signals_nothing_for_a_child_in_its_restart_backoff(tmp_path: Path) -> None:
+    """A child that exited was reaped: its pid may be anybody's by now. Stopping it while it
+    waits for its restart must not signal that pid, nor call its stop at all."""
+    stopped: list[int] = []
+
+    def recording_stop(proc: subprocess.Popen[bytes]) -> None:
+        stopped.append(proc.pid)
+
+    policy = RestartPolicy(backoff_s=60, backoff_max_s=60)
+    quitter = Child(
+        "quitter", partial(started, [sys.executable, "-c", "raise SystemExit(4)"]), recording_stop
+    )
+    supervisor = Supervisor([quitter], policy)
+    supervisor.start_all()
+    deadline = time.monotonic() + 30
+    while quitter.state != "restarting":
+        assert time.monotonic() < deadline, "the child never exited"
+        supervisor.tick()
+        time.sleep(0.01)
+    assert quitter.last_exit_code == 4
+    supervisor.stop_all()
+    assert stopped == [], f"stop was called for pid(s) reaped earlier: {stopped}"
+    assert quitter.proc is None, "a reaped process is still held, to be signalled later"
+    assert quitter.state == "stopped" and quitter.restarts == 0
