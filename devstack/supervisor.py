@@ -167,13 +167,20 @@ class Child:
 
 
 def process_child(
-    name: str, command: Sequence[str], env: Mapping[str, str], stop_timeout_s: float = 30
+    name: str,
+    command: Sequence[str],
+    env: Mapping[str, str],
+    stop_timeout_s: float = 30,
+    pass_fds: Sequence[int] = (),
 ) -> Child:
     """A child that is a command: its own session (a Ctrl-C in the terminal reaches the runner
-    only, which then stops things in order), SIGTERM to stop, SIGKILL after the timeout."""
+    only, which then stops things in order), SIGTERM to stop, SIGKILL after the timeout.
+    ``pass_fds`` it inherits (the data folder's lock)."""
 
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(list(command), env=dict(env), start_new_session=True)
+        return subprocess.Popen(
+            list(command), env=dict(env), start_new_session=True, pass_fds=tuple(pass_fds)
+        )
 
     def stop(proc: subprocess.Popen[bytes]) -> None:
         stop_process(proc, signal.SIGTERM, timeout=stop_timeout_s)

@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from devstack.data_lock import DataDirInUse, DataLock
 from devstack.processes import free_port
 from devstack.supervisor import Child, CrashLoop, RestartPolicy, Supervisor, process_child
 from tests.helpers import ROOT, HttpClient, purchase
@@ -385,3 +386,83 @@ def test_stop_all_signals_nothing_for_a_child_in_its_restart_backoff(tmp_path: P
     assert stopped == [], f"stop was called for pid(s) reaped earlier: {stopped}"
     assert quitter.proc is None, "a reaped process is still held, to be signalled later"
     assert quitter.state == "stopped" and quitter.restarts == 0
+
+
+async def stack_pids(runner: Runner) -> dict[str, int]:
+    """The runner's four children by name, once /readyz shows all of them running."""
+    client = HttpClient(runner.url)
+    try:
+
+        async def check() -> dict[str, Any] | None:
+            found = await supervised(client)
+            names = ("gateway", "flusher", "postgres", "redis")
+            if all(found.get(n, {}).get("state") == "running" for n in names):
+                return found
+            return None
+
+        found = await wait_for(check, "all four children running")
+    finally:
+        await client.close()
+    return {name: child["pid"] for name, child in found.items()}
+
+
+def kill_sessions(leaders: list[int]) -> None:
+    """SIGKILL what the children left running (each leads a session of its own)."""
+    for pid in leaders:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def holds(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has ``path`` open."""
+    fds = Path(f"/proc/{pid}/fd")
+    return any(os.path.realpath(fd) == str(path.resolve()) for fd in fds.iterdir())
+
+
+def lock_is_free(data_dir: Path) -> bool:
+    lock = DataLock(data_dir)
+    try:
+        lock.acquire()
+    except DataDirInUse:
+        return False
+    lock.release()
+    return True
+
+
+async def test_sighup_stops_every_child_before_the_runner_exits(runner: Runner) -> None:
+    """Closing the terminal sends SIGHUP to the runner alone (the children have sessions of
+    their own): it stops them as SIGTERM does, then releases the data folder."""
+    leaders = list((await stack_pids(runner)).values())
+    pids = [*leaders, *children_of(leaders[0])]
+    try:
+        runner.proc.send_signal(signal.SIGHUP)
+        assert runner.proc.wait(90) == 0, runner.output()[-3000:]
+        left = [pid for pid in pids if alive(pid)]
+        assert not left, f"still running after SIGHUP: {left}\n{runner.output()[-3000:]}"
+    finally:
+        kill_sessions(leaders)
+    assert "make run: stopped redis" in runner.output()
+    assert lock_is_free(runner.data_dir)
+
+
+async def test_children_of_a_killed_runner_keep_the_data_folder_locked(runner: Runner) -> None:
+    """A runner killed outright cannot stop its children; they keep the lock it handed them,
+    so a second run refuses the folder until the last of them is gone."""
+    leaders = await stack_pids(runner)
+    try:
+        runner.proc.kill()
+        runner.proc.wait(30)
+        assert all(alive(pid) for pid in leaders.values())
+        holders = {name: holds(pid, runner.data_dir / ".lock") for name, pid in leaders.items()}
+        assert all(holders.values()), f"children not holding the lock: {holders}"
+        assert not lock_is_free(runner.data_dir), "the lock went with the runner"
+        code, out = run_to_exit(
+            [sys.executable, "-m", "devstack.run"], runner_env(runner.data_dir, free_port())
+        )
+        assert code != 0 and "is in use by another `make run`" in out, out
+    finally:
+        kill_sessions(list(leaders.values()))
+    deadline = time.monotonic() + 60  # PostgreSQL's backends exit once they see it gone
+    while not lock_is_free(runner.data_dir):
+        assert time.monotonic() < deadline, "the lock outlived every child"
+        await asyncio.sleep(0.1)
