@@ -23,6 +23,7 @@ from pathlib import Path
 from core.port_guard import PortInUse, ensure_port_free
 from core.settings import Settings, env_name, redact
 from devstack.data_lock import DataDirInUse, DataLock
+from devstack.liveness import Liveness
 from devstack.processes import port_accepts
 from devstack.stack import EmbeddedStack, migrate_url
 from devstack.supervisor import (
@@ -96,9 +97,18 @@ def main() -> int:
 
         # Stop order: gateway (no new purchases), flusher (its batch commits), servers.
         stop_timeout = settings.shutdown_grace_s + 5
+        heartbeats = stack.data_dir / "heartbeats"
+        expected = {"gateway": settings.workers, "flusher": settings.stream_shards}
         children = [
-            process_child("gateway", gateway_command(), env, stop_timeout, (lock.fd,)),
-            process_child("flusher", flusher_command(), env, stop_timeout, (lock.fd,)),
+            process_child(
+                name,
+                command,
+                {**env, env_name("heartbeat_dir"): str(heartbeats / name)},
+                stop_timeout,
+                (lock.fd,),
+                Liveness(heartbeats / name, expected[name], settings.liveness_timeout_s),
+            )
+            for name, command in (("gateway", gateway_command()), ("flusher", flusher_command()))
         ]
         servers: dict[str, Server] = {"postgres": stack.postgres} if embed_postgres else {}
         if embed_redis:

@@ -9,6 +9,11 @@ in a short window get a line of their own naming the crash loop, so a broken chi
 restarted in silence. Only ``stop_all`` (Ctrl-C, SIGTERM) stops children for good, in the
 order given. Counts and states are published for the gateway's /readyz and /metrics;
 while Redis is down they stay in memory and are published once it answers.
+
+A child that does not exit but stops making progress (SIGSTOP, a deadlock, a syscall that
+never returns) is caught by its heartbeat (``devstack.liveness``): one line says it is hung
+and which heartbeat is missing since when, its whole session is SIGKILLed (a stopped process
+leaves a SIGTERM pending until it is continued) and it is restarted like any exit.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from redis.exceptions import RedisError
 from core.redis_clients import sync_redis_client
 from core.settings import Settings
 from core.supervisor_status import ChildStatus, State, publish_status
+from devstack.liveness import Liveness
 from devstack.processes import stop_process
 
 Start = Callable[[], "subprocess.Popen[bytes]"]
@@ -67,10 +73,13 @@ class RestartPolicy:
 class Child:
     """One supervised process: how to start and stop it, and what happened to it so far."""
 
-    def __init__(self, name: str, start: Start, stop: Stop) -> None:
+    def __init__(
+        self, name: str, start: Start, stop: Stop, liveness: Liveness | None = None
+    ) -> None:
         self.name = name
         self._start = start
         self._stop = stop
+        self.liveness = liveness
         self.proc: subprocess.Popen[bytes] | None = None
         self.state: State = "stopped"
         self.restarts = 0
@@ -90,6 +99,8 @@ class Child:
 
     def launch(self) -> None:
         self.proc = None
+        if self.liveness is not None:
+            self.liveness.reset()
         self.proc = self._start()
         self.started_at = time.monotonic()
         self.state = "running"
@@ -172,10 +183,11 @@ def process_child(
     env: Mapping[str, str],
     stop_timeout_s: float = 30,
     pass_fds: Sequence[int] = (),
+    liveness: Liveness | None = None,
 ) -> Child:
     """A child that is a command: its own session (a Ctrl-C in the terminal reaches the runner
     only, which then stops things in order), SIGTERM to stop, SIGKILL after the timeout.
-    ``pass_fds`` it inherits (the data folder's lock)."""
+    ``pass_fds`` it inherits (the data folder's lock); ``liveness`` is its heartbeat."""
 
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -185,7 +197,7 @@ def process_child(
     def stop(proc: subprocess.Popen[bytes]) -> None:
         stop_process(proc, signal.SIGTERM, timeout=stop_timeout_s)
 
-    return Child(name, start, stop)
+    return Child(name, start, stop, liveness)
 
 
 class Server(Protocol):
@@ -267,6 +279,10 @@ class Supervisor:
                 assert child.proc is not None
                 if child.proc.poll() is not None:
                     self._exited(child, child.proc.returncode, now)
+                elif child.liveness is not None and (
+                    reason := child.liveness.hung(now - child.started_at)
+                ):
+                    self._hung(child, reason, now)
                 elif child.failures and now - child.started_at >= self.policy.stable_after_s:
                     self._stable(child)
             elif child.state == "restarting" and now >= (child.restart_at or 0):
@@ -295,6 +311,12 @@ class Supervisor:
             say(
                 f"make run: {child.name} has been up {self.policy.stable_after_s:g} s; stable again"
             )
+
+    def _hung(self, child: Child, reason: str, now: float) -> None:
+        say(f"make run: {child.name} hung: {reason}; killing it", error=True)
+        child.kill()
+        assert child.proc is not None
+        self._exited(child, child.proc.poll(), now)
 
     def _exited(self, child: Child, code: int | None, now: float) -> None:
         child.clean_up()
