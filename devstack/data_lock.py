@@ -4,6 +4,12 @@ The embedded servers fall back to free ports when theirs are taken, so nothing e
 stop a second run from starting a second Redis and PostgreSQL on the same files. An
 ``flock`` on ``<data>/.lock`` is held for the runner's lifetime; the kernel drops it when
 the process dies, however it dies, so a crash never leaves a stale lock behind.
+
+The lock belongs to the open file, not to a process: the runner hands the descriptor
+(``fd``) to every child it starts, so the lock is held as long as any of them lives. A
+runner that dies without stopping them (SIGKILL, a closed terminal before SIGHUP was
+handled) therefore leaves the folder locked until its orphaned Redis, PostgreSQL, gateway
+and flusher are gone too, and a second run cannot start servers on the same files.
 """
 
 from __future__ import annotations
@@ -41,9 +47,15 @@ class DataLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
 
+    @property
+    def fd(self) -> int:
+        """The locked descriptor, for children to inherit (``pass_fds``)."""
+        assert self._fd is not None, "the lock is not held"
+        return self._fd
+
     def release(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
-            os.close(self._fd)  # closing drops the flock
+            os.close(self._fd)  # drops the flock, unless a child still holds the file
             self._fd = None

@@ -23,10 +23,14 @@ SUPERUSER = "postgres"
 
 
 class PostgresServer:
-    def __init__(self, data_dir: Path, port: int, *, durable: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path, port: int, *, durable: bool = True, pass_fds: tuple[int, ...] = ()
+    ) -> None:
+        """``pass_fds`` the postmaster inherits (``make run``'s data-folder lock)."""
         self.data_dir = data_dir
         self.port = port
         self.durable = durable
+        self.pass_fds = pass_fds
         self.proc: subprocess.Popen[bytes] | None = None
         self._user = service_user()
 
@@ -88,6 +92,7 @@ class PostgresServer:
                 start_new_session=True,  # Ctrl-C in the terminal reaches the runner, not us
                 stdout=log,
                 stderr=log,
+                pass_fds=self.pass_fds,
                 **self._run_as(),
             )  # type: ignore[call-overload]
         finally:

@@ -48,9 +48,11 @@ class RedisServer:
         replica_of: int | None = None,
         extra_args: tuple[str, ...] = (),
         version: RedisVersion = DEFAULT_REDIS_VERSION,
+        pass_fds: tuple[int, ...] = (),
     ) -> None:
         """``extra_args`` go last on the command line, so a caller (the cluster) can add or
-        override settings without another copy of this start-up code."""
+        override settings without another copy of this start-up code. ``pass_fds`` the
+        server inherits (``make run``'s data-folder lock, held while the server lives)."""
         self.data_dir = data_dir
         self.port = port
         self.appendfsync = appendfsync
@@ -58,6 +60,7 @@ class RedisServer:
         self.replica_of = replica_of
         self.extra_args = extra_args
         self.version = version
+        self.pass_fds = pass_fds
         self.binary = redis_server_binary(version)
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -101,6 +104,7 @@ class RedisServer:
             start_new_session=True,  # Ctrl-C in the terminal reaches the runner, not us
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            pass_fds=self.pass_fds,
         )
         wait_until(self._ready, timeout, f"redis-server on port {self.port} accepting connections")
 

@@ -3,10 +3,12 @@
 Starts embedded Redis and PostgreSQL (unless REDIS_URL / DATABASE_URL are set), applies the
 migrations, then the gateway (Granian) and the flusher as child processes. A child that dies
 is restarted with backoff while the others keep serving (``devstack.supervisor``); its
-restarts show in the gateway's /readyz and /metrics. On SIGINT or SIGTERM it stops them in
-dependency order: gateway first (no new purchases), flusher next (its batch in hand
+restarts show in the gateway's /readyz and /metrics. On SIGINT, SIGTERM or SIGHUP (the
+terminal closed: the children, in sessions of their own, would not hear it) it stops them
+in dependency order: gateway first (no new purchases), flusher next (its batch in hand
 commits), servers last. Data stays in the data folder for the next run, which is locked
-against a second run, as the gateway's port is against a second server.
+against a second run, as the gateway's port is against a second server; every child holds
+that lock too (``devstack.data_lock``), so it outlives a runner killed outright.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from core.port_guard import PortInUse, ensure_port_free
 from core.settings import Settings, env_name, redact
 from devstack.data_lock import DataDirInUse, DataLock
+from devstack.liveness import Liveness
 from devstack.processes import port_accepts
 from devstack.stack import EmbeddedStack, migrate_url
 from devstack.supervisor import (
@@ -54,8 +57,8 @@ def main() -> int:
         nonlocal stop_requested
         stop_requested = True
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, request_stop)
 
     lock = DataLock(Path(settings.data_dir).resolve())
     try:
@@ -75,6 +78,7 @@ def main() -> int:
         pg_port=DEFAULT_PG_PORT,
         appendfsync=settings.redis_appendfsync,
         redis_version=settings.embedded_redis,
+        pass_fds=(lock.fd,),
     )
     supervisor: Supervisor | None = None
     try:
@@ -93,9 +97,18 @@ def main() -> int:
 
         # Stop order: gateway (no new purchases), flusher (its batch commits), servers.
         stop_timeout = settings.shutdown_grace_s + 5
+        heartbeats = stack.data_dir / "heartbeats"
+        expected = {"gateway": settings.workers, "flusher": settings.stream_shards}
         children = [
-            process_child("gateway", gateway_command(), env, stop_timeout),
-            process_child("flusher", flusher_command(), env, stop_timeout),
+            process_child(
+                name,
+                command,
+                {**env, env_name("heartbeat_dir"): str(heartbeats / name)},
+                stop_timeout,
+                (lock.fd,),
+                Liveness(heartbeats / name, expected[name], settings.liveness_timeout_s),
+            )
+            for name, command in (("gateway", gateway_command()), ("flusher", flusher_command()))
         ]
         servers: dict[str, Server] = {"postgres": stack.postgres} if embed_postgres else {}
         if embed_redis:
@@ -130,10 +143,14 @@ def main() -> int:
         return 0
     finally:
         say("\nstopping: gateway, flusher, servers")
-        if supervisor is not None:
-            supervisor.stop_all()
-        stack.stop()
-        lock.release()
+        try:
+            if supervisor is not None:
+                supervisor.stop_all()
+        finally:
+            try:
+                stack.stop()
+            finally:
+                lock.release()  # the last holder: every child is gone by now
         say("stopped; data kept for the next run")
 
 

@@ -29,6 +29,8 @@ class EmbeddedStack:
     appendfsync: str = "everysec"
     durable: bool = True
     redis_version: RedisVersion = DEFAULT_REDIS_VERSION
+    pass_fds: tuple[int, ...] = ()
+    """Descriptors both servers inherit: ``make run``'s data-folder lock."""
     redis: RedisServer = field(init=False)
     postgres: PostgresServer = field(init=False)
 
@@ -39,9 +41,13 @@ class EmbeddedStack:
             free_port(self.redis_port),
             appendfsync=self.appendfsync,
             version=self.redis_version,
+            pass_fds=self.pass_fds,
         )
         self.postgres = PostgresServer(
-            self.data_dir / "postgres", free_port(self.pg_port), durable=self.durable
+            self.data_dir / "postgres",
+            free_port(self.pg_port),
+            durable=self.durable,
+            pass_fds=self.pass_fds,
         )
 
     @property

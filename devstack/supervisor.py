@@ -9,6 +9,11 @@ in a short window get a line of their own naming the crash loop, so a broken chi
 restarted in silence. Only ``stop_all`` (Ctrl-C, SIGTERM) stops children for good, in the
 order given. Counts and states are published for the gateway's /readyz and /metrics;
 while Redis is down they stay in memory and are published once it answers.
+
+A child that does not exit but stops making progress (SIGSTOP, a deadlock, a syscall that
+never returns) is caught by its heartbeat (``devstack.liveness``): one line says it is hung
+and which heartbeat is missing since when, its whole session is SIGKILLed (a stopped process
+leaves a SIGTERM pending until it is continued) and it is restarted like any exit.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from redis.exceptions import RedisError
 from core.redis_clients import sync_redis_client
 from core.settings import Settings
 from core.supervisor_status import ChildStatus, State, publish_status
+from devstack.liveness import Liveness
 from devstack.processes import stop_process
 
 Start = Callable[[], "subprocess.Popen[bytes]"]
@@ -67,10 +73,13 @@ class RestartPolicy:
 class Child:
     """One supervised process: how to start and stop it, and what happened to it so far."""
 
-    def __init__(self, name: str, start: Start, stop: Stop) -> None:
+    def __init__(
+        self, name: str, start: Start, stop: Stop, liveness: Liveness | None = None
+    ) -> None:
         self.name = name
         self._start = start
         self._stop = stop
+        self.liveness = liveness
         self.proc: subprocess.Popen[bytes] | None = None
         self.state: State = "stopped"
         self.restarts = 0
@@ -90,6 +99,8 @@ class Child:
 
     def launch(self) -> None:
         self.proc = None
+        if self.liveness is not None:
+            self.liveness.reset()
         self.proc = self._start()
         self.started_at = time.monotonic()
         self.state = "running"
@@ -102,11 +113,44 @@ class Child:
         return self
 
     def stop(self) -> None:
+        """Stop it for good; never raises. A child in its restart backoff has no process
+        (the one that exited was reaped, its pid maybe reused), so nothing is signalled.
+        A stop that fails (a timeout, a server that would not go) ends in a SIGKILL of the
+        whole session, so ``stop_all`` always goes on to the next child."""
         self.state = "stopping"
+        self.restart_at = None
         if self.proc is not None:
-            self._stop(self.proc)
+            try:
+                self._stop(self.proc)
+            except Exception as exc:  # whatever it was: kill it, go on to the next
+                say(
+                    f"make run: stopping {self.name} failed ({type(exc).__name__}: {exc});"
+                    " killing it",
+                    error=True,
+                )
+                self.kill()
             self.clean_up()
+            self.reaped()
         self.state = "stopped"
+
+    def kill(self) -> None:
+        """SIGKILL its whole session and reap it: also what a stopped (SIGSTOP) process,
+        which leaves a SIGTERM pending until continued, cannot ignore."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+
+    def reaped(self) -> None:
+        """Forget the process once it is reaped and its session cleaned up: from then on
+        its pid may belong to anybody, and nothing may signal it again."""
+        if self.proc is not None and self.proc.poll() is not None:
+            self.proc = None
 
     def clean_up(self) -> None:
         """Kill what is left of its session: a Granian main process that died leaves its
@@ -134,18 +178,26 @@ class Child:
 
 
 def process_child(
-    name: str, command: Sequence[str], env: Mapping[str, str], stop_timeout_s: float = 30
+    name: str,
+    command: Sequence[str],
+    env: Mapping[str, str],
+    stop_timeout_s: float = 30,
+    pass_fds: Sequence[int] = (),
+    liveness: Liveness | None = None,
 ) -> Child:
     """A child that is a command: its own session (a Ctrl-C in the terminal reaches the runner
-    only, which then stops things in order), SIGTERM to stop, SIGKILL after the timeout."""
+    only, which then stops things in order), SIGTERM to stop, SIGKILL after the timeout.
+    ``pass_fds`` it inherits (the data folder's lock); ``liveness`` is its heartbeat."""
 
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(list(command), env=dict(env), start_new_session=True)
+        return subprocess.Popen(
+            list(command), env=dict(env), start_new_session=True, pass_fds=tuple(pass_fds)
+        )
 
     def stop(proc: subprocess.Popen[bytes]) -> None:
         stop_process(proc, signal.SIGTERM, timeout=stop_timeout_s)
 
-    return Child(name, start, stop)
+    return Child(name, start, stop, liveness)
 
 
 class Server(Protocol):
@@ -227,6 +279,10 @@ class Supervisor:
                 assert child.proc is not None
                 if child.proc.poll() is not None:
                     self._exited(child, child.proc.returncode, now)
+                elif child.liveness is not None and (
+                    reason := child.liveness.hung(now - child.started_at)
+                ):
+                    self._hung(child, reason, now)
                 elif child.failures and now - child.started_at >= self.policy.stable_after_s:
                     self._stable(child)
             elif child.state == "restarting" and now >= (child.restart_at or 0):
@@ -238,12 +294,15 @@ class Supervisor:
             self.publisher.publish({c.name: c.status() for c in self.children})
 
     def stop_all(self) -> None:
-        """Stop every child for good, in the order they were given, one line each."""
-        for child in self.children:
-            child.stop()
-            say(f"make run: stopped {child.name}")
-        if self.publisher is not None:
-            self.publisher.close()
+        """Stop every child for good, in the order they were given, one line each; a child
+        that fails to stop is killed and the others are still stopped (``Child.stop``)."""
+        try:
+            for child in self.children:
+                child.stop()
+                say(f"make run: stopped {child.name}")
+        finally:
+            if self.publisher is not None:
+                self.publisher.close()
 
     def _stable(self, child: Child) -> None:
         child.failures = 0
@@ -253,8 +312,15 @@ class Supervisor:
                 f"make run: {child.name} has been up {self.policy.stable_after_s:g} s; stable again"
             )
 
+    def _hung(self, child: Child, reason: str, now: float) -> None:
+        say(f"make run: {child.name} hung: {reason}; killing it", error=True)
+        child.kill()
+        assert child.proc is not None
+        self._exited(child, child.proc.poll(), now)
+
     def _exited(self, child: Child, code: int | None, now: float) -> None:
         child.clean_up()
+        child.reaped()
         child.last_exit_code = code
         uptime = now - child.started_at
         child.failures = 1 if uptime >= self.policy.stable_after_s else child.failures + 1

@@ -23,6 +23,7 @@ from core.cache_version import BatchHold
 from core.events import event_decoder
 from core.flusher_stats import publish_stats
 from core.groups import is_missing_stream
+from core.heartbeat import Heartbeat
 from core.replies import parse_id
 from core.settings import Settings
 from core.stranded import stranded_streams
@@ -92,6 +93,9 @@ class Flusher:
         self._summed: dict[str, int] = {}
         """How much of our counters the flushers' sums in Redis hold (core.flusher_stats)."""
         self._stopping = asyncio.Event()
+        self.heartbeat = Heartbeat.for_settings(settings, f"shard{reader.shard}")
+        """Touched by this shard's loop as it goes round, and while it waits to retry: a
+        flusher waiting for PostgreSQL or Redis to come back is alive, one stuck is not."""
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -209,6 +213,7 @@ class Flusher:
             log.info("ledger partition %s %s", change.partition, change.action)
 
     async def process(self, entries: list[Entry]) -> int:
+        self.heartbeat.beat()
         if not entries:
             return 0
         started = time.monotonic()
@@ -276,11 +281,13 @@ class Flusher:
         return done
 
     async def run(self) -> None:
+        self.heartbeat.beat()
         await self._retrying(self.start)
         await self._retrying(self.finish_own_pending)
         next_reclaim = next_trim = next_publish = 0.0
         next_partitions = time.monotonic() + self.settings.ledger_maintenance_interval_s
         while not self._stopping.is_set():
+            self.heartbeat.beat()
             now = time.monotonic()
             if now >= next_partitions and self.reader.shard == 0:
                 await self._retrying(self.maintain_partitions)
@@ -307,6 +314,7 @@ class Flusher:
         """
         delay = 0.05
         while not self._stopping.is_set():
+            self.heartbeat.beat()
             try:
                 await step()
                 return
@@ -353,6 +361,7 @@ class Flusher:
         await self.reader.ensure_group()
 
     async def _sleep_unless_stopping(self, delay: float) -> None:
+        self.heartbeat.beat()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
 

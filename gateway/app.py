@@ -16,6 +16,7 @@ from gateway.errors import (
     NotFound,
     error_response,
 )
+from gateway.heartbeat import WorkerHeartbeat
 from gateway.metrics import Metrics
 from gateway.responses import send_response
 from gateway.routing import Router
@@ -30,6 +31,7 @@ class App:
         self.metrics = Metrics()
         self.services: Services | None = None
         """Set once startup has built every service, with the router that uses them."""
+        self.heartbeat: WorkerHeartbeat | None = None
         self._router = Router()  # empty until then: every path a 404
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -83,6 +85,8 @@ class App:
     async def startup(self) -> None:
         settings = Settings.from_env()
         logs.configure(settings.log_level)
+        self.heartbeat = WorkerHeartbeat(settings)  # first: a slow startup is not a hang
+        self.heartbeat.start()
         services = await Services.open(settings, self.metrics)
         handlers = services.handlers()
         self._router = Router(routes.served(settings), handlers)
@@ -90,6 +94,8 @@ class App:
         tune_collector(settings.gc_threshold)
 
     async def shutdown(self) -> None:
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
         if self.services is not None:
             await self.services.close()
         logs.flush()

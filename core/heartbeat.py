@@ -1,0 +1,62 @@
+"""A heartbeat file: its modification time says the event loop that touches it still turns.
+
+`make run`'s supervisor restarts what exits, but a process that stops making progress
+(SIGSTOP, a deadlock, a syscall that never returns) does not exit. So each process of a
+supervised child touches a file of its own in ``Settings.heartbeat_dir`` (one per gateway
+worker, one per flusher shard) and the supervisor kills the child when one of them is older
+than ``Settings.liveness_timeout_s`` (``devstack.liveness``).
+
+The file is touched from the event loop's own work, never from a thread: a thread would go
+on beating while the loop it vouches for is stuck. Touching is throttled to one ``utime``
+per ``interval_s``, so calling ``beat`` on every turn of a loop costs a clock read.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from core.settings import Settings
+
+BEATS_PER_TIMEOUT = 5
+"""Beats within one liveness timeout: a late beat or two is never taken for a hang."""
+
+
+class Heartbeat:
+    def __init__(self, path: Path | None, interval_s: float = 1.0) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self._next = 0.0
+
+    @classmethod
+    def for_settings(cls, settings: Settings, name: str) -> Heartbeat:
+        """``name``'s file in the child's heartbeat folder; a no-op when there is none."""
+        path = Path(settings.heartbeat_dir) / name if settings.heartbeat_dir else None
+        return cls(path, min(1.0, settings.liveness_timeout_s / BEATS_PER_TIMEOUT))
+
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None
+
+    def beat(self) -> None:
+        """Touch the file, unless it was touched less than ``interval_s`` ago."""
+        if self.path is None:
+            return
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.interval_s
+        try:
+            os.utime(self.path)
+        except FileNotFoundError:
+            try:
+                self.path.touch()
+            except OSError:
+                self._next = now  # the folder is being reset (a restart): try next turn
+        except OSError:
+            self._next = now
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)

@@ -1,0 +1,46 @@
+"""`make run`'s liveness check: a child whose heartbeat went quiet is hung.
+
+A child's processes touch one file each in the child's folder (``core.heartbeat``). The
+child is hung when one file is older than the timeout, or when, a timeout after the start,
+fewer files than expected were ever written (a worker stopped before its first beat).
+The folder is emptied at each start: a new process never answers for an old one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Liveness:
+    folder: Path
+    expected: int
+    """Files a healthy child keeps fresh: one per gateway worker, one per flusher shard."""
+    timeout_s: float
+
+    def reset(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for path in self.folder.iterdir():
+            path.unlink(missing_ok=True)
+
+    def hung(self, uptime_s: float) -> str | None:
+        """Why the child counts as hung (the signal missing, and for how long), or None."""
+        now = time.time()
+        ages: dict[str, float] = {}
+        with contextlib.suppress(FileNotFoundError):
+            for path in self.folder.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    ages[path.name] = now - path.stat().st_mtime
+        if ages:
+            name, age = max(ages.items(), key=lambda item: item[1])
+            if age > self.timeout_s:
+                return f"no heartbeat from {name} for {age:.1f} s (timeout {self.timeout_s:g} s)"
+        if len(ages) < self.expected and uptime_s > self.timeout_s:
+            return (
+                f"{self.expected - len(ages)} of {self.expected} heartbeats never written"
+                f" in {uptime_s:.1f} s since the start (timeout {self.timeout_s:g} s)"
+            )
+        return None
