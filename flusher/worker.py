@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass
 from functools import partial
 
 import msgspec
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from core import cache_version
 from core.events import event_decoder
 from core.flusher_stats import publish_stats
 from core.groups import is_missing_stream
+from core.redis_clients import REDIS_UNAVAILABLE
 from core.replies import parse_id
 from core.settings import Settings
 from core.stranded import stranded_streams
@@ -327,7 +328,7 @@ class Flusher:
         st = self.stats
         try:
             await self._publish(st)
-        except RedisError as exc:
+        except REDIS_UNAVAILABLE as exc:
             st.stats_publish_failures += 1
             log.warning("could not publish flusher stats: %s: %s", type(exc).__name__, exc)
 
