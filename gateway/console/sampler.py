@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from core.flusher_stats import BATCHES, ROWS_WRITTEN, read_flusher_stats
+from core.redis_clients import REDIS_UNAVAILABLE
 from gateway.appender import AppendStats
 from gateway.background import BackgroundTask
 from gateway.metrics import Metrics
@@ -76,7 +76,7 @@ class Sampler:
 
     async def read_flushers(self) -> None:
         """Batches and rows summed over the flushers alive now; unchanged if Redis fails."""
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_UNAVAILABLE):
             published = (await read_flusher_stats(self._redis)).values()
             self._flushers = (
                 sum(v[BATCHES.name] for v in published),
