@@ -152,25 +152,31 @@ async def test_paused_cluster_answers_503_then_gateway_and_flusher_recover(
         assert flusher.proc.poll() is None, flusher.output()
 
 
-async def test_gateway_started_while_the_cluster_is_paused_serves_once_it_is_back(
+async def test_gateway_and_flusher_started_while_the_cluster_is_paused_serve_once_it_is_back(
     outage_settings: Settings, redis_cluster: RedisCluster, tmp_path: Path
 ) -> None:
+    """A fresh cluster client reads the slot map at its first command: with every node
+    paused, that is a ``RedisClusterException`` at once, at start."""
     with paused(redis_cluster):
         gateway = Gateway(env_for(outage_settings), tmp_path / "gateway.log")
+        flusher = FlusherProcess(env_for(outage_settings), tmp_path / "flusher.log")
         client = HttpClient(gateway.url)
         try:
             await assert_unavailable_while_paused(client, time.monotonic())
         except BaseException:
+            flusher.stop()
             gateway.stop()
             raise
         finally:
             await client.close()
-    async with serving(gateway) as client:
+    async with serving(gateway, flusher) as client:
         await post_until_accepted(client, "after-start")
         await wait_until_ready(client)
         await wait_for_stream_length(client, 1)
         for shard in range(SHARDS):  # the groups the gateway creates at start, created now
             await wait_for_group(redis_cluster, stream_key(shard))
+        await wait_for_rows(outage_settings.database_url, 1, timeout=DEADLINE_S)
+        assert flusher.proc.poll() is None, flusher.output()
 
 
 async def wait_for_group(cluster: RedisCluster, stream: str) -> None:
