@@ -12,6 +12,7 @@ import logging
 import logging.handlers
 import queue
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -64,6 +65,28 @@ def configure(level: str) -> None:
         granian = logging.getLogger(name)
         granian.handlers.clear()
         granian.propagate = True
+
+
+class Sparse:
+    """A warning at most once per ``interval_s``, counting the ones left out: in an outage
+    every request fails the same way, and one line a second says what a thousand would."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 1.0) -> None:
+        self._logger = logger
+        self._interval_s = interval_s
+        self._next_at = 0.0
+        self._left_out = 0
+
+    def warning(self, message: str, *args: object, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        if now < self._next_at:
+            self._left_out += 1
+            return
+        self._next_at = now + self._interval_s
+        if self._left_out:
+            message, args = message + " (and %d more like it)", (*args, self._left_out)
+            self._left_out = 0
+        self._logger.warning(message, *args, exc_info=exc_info)
 
 
 def flush() -> None:

@@ -14,6 +14,12 @@ The cluster client is typed as ``Redis``: its callers use only commands both cli
 share. Its pool size is per node, and beyond it a command fails at once
 (``MaxConnectionsError``, a ``ConnectionError``) where the single node's pool waits up to
 ``redis_timeout_s``: redis-py's cluster client has no waiting pool.
+
+What counts as "Redis unavailable" is named here once (``REDIS_UNREACHABLE``,
+``REDIS_UNAVAILABLE``): redis-py's cluster client raises ``RedisClusterException``, which
+is not a ``RedisError``, when it cannot read the slot map again after a connection error
+("Redis Cluster cannot be connected"), so a bare ``except RedisError`` lets the commonest
+cluster outage escape.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.crc import key_slot
+from redis.exceptions import ClusterError, RedisClusterException, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
 
 from core.settings import Settings
@@ -35,6 +44,22 @@ RETRIES: Final = 0
 """Automatic retries of a failed command, in every client (see the module docstring)."""
 
 SLOTS: Final = 16384
+
+REDIS_UNREACHABLE: Final[tuple[type[Exception], ...]] = (
+    OSError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterError,  # redirected too often: slots moving
+    RedisClusterException,  # no node answers for the slot map, or a slot has no master
+)
+"""Redis, or the cluster, cannot be reached right now: retrying later can succeed. The
+flusher retries exactly these (and the transient refusals of ``flusher.errors``). Also
+catches the few ``RedisClusterException`` subclasses that are misuse (a cross-slot
+transaction): we send none, and a retried bug is still logged on every attempt."""
+
+REDIS_UNAVAILABLE: Final[tuple[type[Exception], ...]] = (RedisError, *REDIS_UNREACHABLE)
+"""Anything that makes a Redis call fail, refusals included: the gateway answers 503 (or
+leaves Redis's figures out) on these, never 500."""
 
 
 def no_retry() -> Retry:

@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from redis import Redis
-from redis.exceptions import RedisError
 
-from core.redis_clients import sync_redis_client
+from core.redis_clients import REDIS_UNAVAILABLE, sync_redis_client
 from core.settings import Settings
 from core.supervisor_status import ChildStatus, State, publish_status
 from devstack.liveness import Liveness
@@ -246,7 +245,7 @@ class StatusPublisher:
             return
         try:
             publish_status(self.redis, children)
-        except (RedisError, OSError):
+        except REDIS_UNAVAILABLE:
             self._last = None  # retry on the next tick
             self._published_at = now
             return

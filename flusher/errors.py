@@ -30,9 +30,8 @@ from redis.exceptions import (
     ResponseError,
     TryAgainError,
 )
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core.redis_clients import REDIS_UNREACHABLE
 from core.stranded import StrandedStream
 
 
@@ -90,11 +89,8 @@ PG_RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.LockNotAvailableError,  # 55P03: lock_timeout
 )
 
-REDIS_RETRYABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    RedisConnectionError,
-    RedisTimeoutError,
-)
+REDIS_RETRYABLE: tuple[type[BaseException], ...] = REDIS_UNREACHABLE
+"""Unreachable, the cluster's "cannot be connected" included (core.redis_clients)."""
 
 _TRANSIENT_CLASSES: tuple[type[ResponseError], ...] = (
     OutOfMemoryError,

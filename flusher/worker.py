@@ -17,13 +17,14 @@ from functools import partial
 from typing import TypeVar
 
 import msgspec
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from core.cache_version import BatchHold
 from core.events import event_decoder
 from core.flusher_stats import publish_stats
 from core.groups import is_missing_stream
 from core.heartbeat import Heartbeat
+from core.redis_clients import REDIS_UNAVAILABLE
 from core.replies import parse_id
 from core.settings import Settings
 from core.stranded import stranded_streams
@@ -381,7 +382,7 @@ class Flusher:
         st = self.stats
         try:
             await self._publish(st)
-        except RedisError as exc:
+        except REDIS_UNAVAILABLE as exc:
             st.stats_publish_failures += 1
             log.warning("could not publish flusher stats: %s: %s", type(exc).__name__, exc)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from importlib.resources import files
 from typing import Final, NamedTuple, cast
 
@@ -29,7 +30,9 @@ from redis.exceptions import NoScriptError, RedisError
 
 from core.constants import idempotency_key, shard_of, stream_key
 from core.idempotency import Appended, Outcome, outcome
-from gateway.errors import Overloaded, RedisUnavailable
+from core.logs import Sparse
+from core.redis_clients import REDIS_UNAVAILABLE
+from gateway.errors import NOT_REPLICATED, STORE_UNAVAILABLE, Overloaded, RedisUnavailable
 from gateway.metrics import BATCH_BUCKETS, Histogram
 from gateway.nodes import Nodes
 from gateway.redis_pipe import Arg, RedisPipe, Reply
@@ -37,6 +40,8 @@ from gateway.redis_pipe import Arg, RedisPipe, Reply
 APPEND_SCRIPT: Final = (files("gateway") / "append.lua").read_bytes()
 APPEND_SHA: Final = hashlib.sha1(APPEND_SCRIPT).hexdigest()
 ACCEPTED: Final = Outcome.ACCEPTED
+
+log = logging.getLogger("gateway.appender")
 
 
 class Pending(NamedTuple):
@@ -119,6 +124,7 @@ class StreamAppender:
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = AppendStats()
+        self._failures = Sparse(log)
         self._batch_sizes = batch_sizes or Histogram(BATCH_BUCKETS)
 
     async def load_script(self) -> None:
@@ -201,8 +207,8 @@ class StreamAppender:
             for shard, items in batches.items():
                 try:
                     pipe = self._nodes.pipe_for(self._streams[shard])
-                except RedisError as exc:
-                    self._fail(items, f"purchase store unavailable: {exc}")
+                except REDIS_UNAVAILABLE as exc:
+                    self._fail(items, exc)
                     continue
                 by_node.setdefault(pipe, {})[shard] = items
             if len(by_node) == 1:
@@ -220,21 +226,21 @@ class StreamAppender:
         """One round trip to one node: a script call per shard (then WAIT, if asked)."""
         try:
             replies = await self._call(pipe, batches)
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             self._nodes.failed(exc)
             for items in batches.values():
-                self._fail(items, f"purchase store unavailable: {type(exc).__name__}")
+                self._fail(items, exc)
             return
-        except BaseException:
+        except BaseException as exc:
             # Cancelled at shutdown, or a bug: nobody may wait forever for an answer.
             for items in batches.values():
-                self._fail(items, "purchase store call did not complete")
+                self._fail(items, exc)
             raise
         self.stats.round_trips += 1
         for (shard, items), reply in zip(batches.items(), replies, strict=True):
             if isinstance(reply, RedisError):
                 self._nodes.failed(reply)  # e.g. MOVED during a resharding or failover
-                self._fail(items, f"purchase store refused shard {shard}: {reply}")
+                self._fail(items, reply, shard)
                 continue
             self._batch_sizes.observe(len(reply))
             at = 0
@@ -293,15 +299,19 @@ class StreamAppender:
                 raise ReplicationLag(f"{confirmed} of {self._ack_replicas} replicas confirmed")
         return replies
 
-    def _fail(self, items: list[Unit], reason: str) -> None:
+    def _fail(self, items: list[Unit], exc: BaseException, shard: int | None = None) -> None:
+        """Each item gets a 503 with a fixed message; Redis's error text goes to the log."""
+        where = "" if shard is None else f" (shard {shard})"
+        self._failures.warning("append failed%s: %s: %s", where, type(exc).__name__, exc)
+        message = NOT_REPLICATED if isinstance(exc, ReplicationLag) else STORE_UNAVAILABLE
         for item in items:
             if isinstance(item, Pending):
                 self.stats.failed += 1
                 if not item.future.done():
-                    item.future.set_exception(RedisUnavailable(reason, self._retry_after_s))
+                    item.future.set_exception(RedisUnavailable(self._retry_after_s, message))
             else:
                 self.stats.failed += len(item.positions)
-                item.bulk.fail(RedisUnavailable(reason, self._retry_after_s))
+                item.bulk.fail(RedisUnavailable(self._retry_after_s, message))
 
     async def close(self) -> None:
         """Send what is queued, then wait for every round trip in flight."""

@@ -14,6 +14,12 @@ thousands of entries left, the flusher drains at full speed and refusing purchas
 meanwhile would protect nothing (length still bounds memory). Each refusal lifts by itself
 at the next measurement once the stream is short again or the frontier moves. The request
 path only reads a field.
+
+A measurement that fails (Redis unreachable, a cluster re-reading its slot map, or a bug)
+never ends the loop: a dead loop would freeze this worker's verdict for good. The last
+figures and verdict stay, marked stale (``stale_s``): while Redis is away appends fail on
+their own, and the first measurement that succeeds judges afresh. /metrics leaves stale
+figures out, /readyz says they are stale.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ import logging
 import time
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from core.backlog import Backlog, measure_all
+from core.logs import Sparse
+from core.redis_clients import REDIS_UNAVAILABLE
 from gateway.background import BackgroundTask
 
 log = logging.getLogger("gateway.backlog")
@@ -52,9 +59,19 @@ class BacklogMonitor:
         """When the frontier last moved; a gateway just started gives the flusher the benefit
         of the doubt for ``stall_s``."""
         self._background = BackgroundTask()
+        self._failures = Sparse(log, interval_s=10.0)
         self.last: Backlog | None = None
         self.refusal: str | None = None
         """Why purchases are refused right now, or None."""
+        self.measured_at: float | None = None
+        """When ``last`` was measured (monotonic), or None before the first measurement."""
+        self.failing_since: float | None = None
+        """When measurements started failing (monotonic); None while they succeed."""
+
+    @property
+    def stale(self) -> bool:
+        """The last measurement failed: ``last`` and ``refusal`` are older news."""
+        return self.failing_since is not None
 
     def judge(self, backlog: Backlog, stalled_s: float) -> str | None:
         if backlog.stream_length > self._max_length:
@@ -78,14 +95,29 @@ class BacklogMonitor:
                 log.warning("refusing purchases: %s", refusal)
             else:
                 log.warning("backlog back under its limits: accepting purchases again")
+        if self.failing_since is not None:
+            log.warning("backlog measured again after %.1fs of failures", now - self.failing_since)
         self.last, self.refusal = backlog, refusal
+        self.measured_at, self.failing_since = now, None
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        unexpected = not isinstance(exc, REDIS_UNAVAILABLE)
+        self._failures.warning(
+            "backlog check failed, keeping the last verdict (%s): %s: %s",
+            "refusing" if self.refusal else "accepting",
+            type(exc).__name__,
+            exc,
+            exc_info=unexpected,  # a bug: its traceback
+        )
 
     async def _loop(self) -> None:
         while True:
             try:
                 await self.check()
-            except (RedisError, OSError) as exc:
-                log.debug("backlog check failed: %r", exc)  # appends fail loudly on their own
+            except Exception as exc:  # anything: a dead loop freezes the verdict for good
+                self._failed(exc)
             await asyncio.sleep(self._interval_s)
 
     def start(self) -> None:

@@ -21,10 +21,9 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from core.cache_version import new_version
 from core.constants import account_cache_key, account_hold_key, account_version_key
+from core.redis_clients import REDIS_UNAVAILABLE
 from gateway.nodes import Nodes
 
 
@@ -71,7 +70,7 @@ class ReadCache:
                 fresh = new_version()
                 created = await pipe.call(b"SET", version_key, fresh, b"NX", b"EX", self._ttl_s)
                 version = fresh if created is not None else None
-        except (RedisError, OSError):
+        except REDIS_UNAVAILABLE:
             return await load()
         if cached is not None:
             stored_version, _, value = bytes(cached).partition(b"|")
@@ -91,7 +90,7 @@ class ReadCache:
             return None
         try:
             cached: Any = await self._nodes.pipe_for(key).call(b"GET", key)
-        except (RedisError, OSError):
+        except REDIS_UNAVAILABLE:
             return None
         if cached is None:
             self.stats.misses += 1
@@ -107,11 +106,11 @@ class ReadCache:
         """The page, and its version kept alive at least as long (EXPIRE of a version the
         flusher replaced meanwhile only keeps that newer version a little longer)."""
         ttl = b"%d" % self._ttl_s
-        with contextlib.suppress(RedisError, OSError):  # not cached: the next read loads it
+        with contextlib.suppress(*REDIS_UNAVAILABLE):  # not cached: the next read loads it
             await self._nodes.pipe_for(key).call_many(
                 [(b"SET", key, value, b"EX", ttl), (b"EXPIRE", version_key, ttl)]
             )
 
     async def _store(self, key: bytes, value: bytes, ttl_s: int) -> None:
-        with contextlib.suppress(RedisError, OSError):  # not cached: the next read loads it
+        with contextlib.suppress(*REDIS_UNAVAILABLE):  # not cached: the next read loads it
             await self._nodes.pipe_for(key).call(b"SET", key, value, b"EX", ttl_s)

@@ -129,8 +129,21 @@ class ServiceUnavailable(HTTPError):
         super().__init__(message, headers=[(b"retry-after", str(retry_after_s).encode())])
 
 
+STORE_UNAVAILABLE: Final = "purchase store unavailable; retry after the Retry-After delay"
+NOT_REPLICATED: Final = (
+    "purchase store could not confirm the write on enough replicas in time;"
+    " retry after the Retry-After delay"
+)
+
+
 class RedisUnavailable(ServiceUnavailable):
+    """A fixed message, never Redis's own error text: that can name internal addresses
+    (``MOVED 1234 10.0.3.17:6379``). Whoever raises this logs the error it stands for."""
+
     code = "store_unavailable"  # the wire name, kept
+
+    def __init__(self, retry_after_s: int = 1, message: str = STORE_UNAVAILABLE) -> None:
+        super().__init__(message, retry_after_s)
 
 
 class HistoryUnavailable(ServiceUnavailable):

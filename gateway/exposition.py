@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -26,10 +27,10 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from core.backlog import Backlog
 from core.flusher_stats import FLUSHER_STATS, FlusherFigures, read_flusher_stats
+from core.redis_clients import REDIS_UNAVAILABLE
 from core.supervisor_status import ChildStatus, read_status
 from gateway.appender import AppendStats
 from gateway.backlog import BacklogMonitor
@@ -98,11 +99,12 @@ class Exposition:
         return Response(200, await self.render(), [CONTENT_TYPE])
 
     async def render(self) -> bytes:
-        """Redis away: the flusher and supervisor figures are left out, the rest answers."""
+        """Redis away: the flusher and supervisor figures and the stale backlog are left
+        out, the rest answers."""
         try:
             flushers = await read_flusher_stats(self.redis)
             supervised = await read_status(self.redis)
-        except (RedisError, OSError):
+        except REDIS_UNAVAILABLE:
             flushers, supervised = {}, {}
         workers = [self.sources.read()]
         if self.board is not None:
@@ -112,8 +114,20 @@ class Exposition:
             with contextlib.suppress(OSError):
                 self.board.publish(workers[0])
             workers += self.board.others()
+        monitor = self.backlog
+        backlog = None if monitor.stale else monitor.last
+        measured_s_ago = None
+        if monitor.measured_at is not None:
+            measured_s_ago = time.monotonic() - monitor.measured_at
         return generate_latest(
-            Scrape(workers, self.backlog.last, flushers, supervised, self.shards.last)
+            Scrape(
+                workers,
+                backlog,
+                flushers,
+                supervised,
+                shards=self.shards.last,
+                backlog_measured_s_ago=measured_s_ago,
+            )
         )
 
 
@@ -126,6 +140,7 @@ class Scrape(Collector):
     flushers: dict[str, FlusherFigures]
     supervised: dict[str, ChildStatus]
     shards: ShardReading | None = None
+    backlog_measured_s_ago: float | None = None
 
     def collect(self) -> Iterator[Metric]:
         yield from self._workers()
@@ -163,7 +178,14 @@ class Scrape(Collector):
             yield family
 
     def _backlog(self) -> Iterator[Metric]:
-        """Measured in Redis, the same for every worker: no worker label."""
+        """Measured in Redis, the same for every worker: no worker label. Left out while
+        measuring fails (stale): a gap says "unknown", an old figure would not."""
+        if self.backlog_measured_s_ago is not None:
+            yield GaugeMetricFamily(
+                "monokera_backlog_measured_seconds_ago",
+                "Time since this worker last measured the backlog in Redis.",
+                value=self.backlog_measured_s_ago,
+            )
         b = self.backlog
         if b is None:
             return

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import RedisError
 
-from core.redis_clients import SlotMap, slot_of
+from core.redis_clients import REDIS_UNAVAILABLE, SlotMap, slot_of
 from core.settings import Settings
 from gateway.redis_pipe import RedisPipe
 
@@ -70,14 +70,14 @@ class Nodes:
         log.warning("Redis Cluster node failed (%r); reading the slot map again", exc)
         try:
             await self.start()
-        except (RedisError, OSError) as again:
+        except REDIS_UNAVAILABLE as again:
             log.warning("slot map not readable yet: %r", again)
             await asyncio.sleep(0.2)  # the next failure schedules another attempt
 
     async def close(self) -> None:
         if self._refresh is not None:
             self._refresh.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+            with contextlib.suppress(asyncio.CancelledError, *REDIS_UNAVAILABLE):
                 await self._refresh
         for pipe in self.all():
             await pipe.close()

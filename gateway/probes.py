@@ -6,8 +6,8 @@ from typing import Final
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from core.redis_clients import REDIS_UNAVAILABLE
 from core.supervisor_status import read_status
 from gateway.backlog import BacklogMonitor
 from gateway.responses import Response, json_response
@@ -45,7 +45,7 @@ class Probes:
         that leaves none of ours unread is reported, not a 503)."""
         try:
             await self._control.ping()
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             body = _encoder.encode({"status": "unavailable", "redis": type(exc).__name__})
             return json_response(503, body, self._retry)
         backlog = self._backlog.last
@@ -55,6 +55,7 @@ class Probes:
                 "oldest_unflushed_age_s": round(backlog.oldest_unflushed_age_s, 3),
                 "stream_length": backlog.stream_length,
                 "pending": backlog.pending,
+                "stale": self._backlog.stale,
             }
         shards = self._shards.last
         if shards is not None:
@@ -80,6 +81,6 @@ async def supervised(control: Redis) -> dict[str, dict[str, object]]:
     """The processes `make run` supervises, as it publishes them; empty elsewhere."""
     try:
         found = await read_status(control)
-    except (RedisError, OSError):
+    except REDIS_UNAVAILABLE:
         return {}
     return {name: msgspec.structs.asdict(status) for name, status in found.items()}

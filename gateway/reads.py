@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import base64
+import logging
 import struct
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import msgspec
-from redis.exceptions import RedisError
 
 from core.constants import PAYLOAD_FIELD, transaction_cache_key
 from core.idempotency import find_accepted
+from core.logs import Sparse
+from core.redis_clients import REDIS_UNAVAILABLE
 from gateway.cache import ReadCache
 from gateway.errors import InvalidQuery, NotFound, RedisUnavailable
 from gateway.history import HistoryKey, HistoryStore
@@ -21,6 +23,7 @@ from gateway.responses import Response, json_response
 from gateway.types import Receive, Scope
 from gateway.views import CustomerReceipt, HistoryPage, LegView, SellerReceipt, TransactionView
 
+log = logging.getLogger("gateway.reads")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _encoder: Final = msgspec.json.Encoder()
 _PAYLOAD: Final = PAYLOAD_FIELD.encode()
@@ -70,7 +73,17 @@ class NodeLookups:
 
 
 class Reads:
-    def __init__(self, store: HistoryStore, cache: ReadCache, nodes: Nodes, shards: int) -> None:
+    def __init__(
+        self,
+        store: HistoryStore,
+        cache: ReadCache,
+        nodes: Nodes,
+        shards: int,
+        *,
+        retry_after_s: int = 1,
+    ) -> None:
+        self._retry_after_s = retry_after_s
+        self._failures = Sparse(log)
         self._store = store
         self._cache = cache
         self._lookups = NodeLookups(nodes)
@@ -99,9 +112,12 @@ class Reads:
         """In the stream, not yet in PostgreSQL: found through its idempotency marker."""
         try:
             found = await find_accepted(self._lookups, transaction_id, self._shards)
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             # Not "not found": it may well have been acknowledged a moment ago.
-            raise RedisUnavailable(f"purchase store unavailable: {type(exc).__name__}") from exc
+            self._failures.warning(
+                "transaction lookup in Redis failed: %s: %s", type(exc).__name__, exc
+            )
+            raise RedisUnavailable(self._retry_after_s) from exc
         if found is None or found.event is None:
             return None
         event, entry_id = found.event, found.entry_id

@@ -6,18 +6,16 @@ console; the app binds the route table to handlers only once it holds a complete
 ``Services``, so no request can see a half-built gateway. If building fails, what was
 built is closed again and the error reaches the lifespan (``lifespan.startup.failed``).
 Redis being down is not such a failure: the gateway starts, answers 503 and /readyz says
-why, until Redis is back.
+why, until Redis is back (``gateway.redis_setup`` retries the setup meanwhile).
 """
 
 from __future__ import annotations
 
-import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from core.groups import ensure_groups
 from core.redis_clients import initialize, redis_client
@@ -35,12 +33,11 @@ from gateway.nodes import Nodes
 from gateway.probes import Probes
 from gateway.purchase import PurchaseHandler
 from gateway.reads import Reads
+from gateway.redis_setup import RedisSetup
 from gateway.request_ids import RequestIds
 from gateway.routing import Handler
 from gateway.shard_watch import ShardWatch
 from gateway.worker_counters import WorkerBoard
-
-log = logging.getLogger("gateway")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,18 +109,22 @@ class Services:
             interval_s=settings.backlog_check_interval_s,
         )
         shard_watch = ShardWatch(control, settings.stream_shards, settings.shard_check_interval_s)
-        try:
+
+        async def prepare_redis() -> None:
             for connections in (appends, cache_nodes):
                 await connections.start()
             for client in (control, reads_redis):
                 await initialize(client)
             await ensure_groups(control, settings.stream_shards)
             await appender.load_script()
+
+        async def first_measurements() -> None:
             await backlog.check()
             await shard_watch.check()
-        except (RedisError, OSError) as exc:
-            # Start anyway: purchases get a 503 and /readyz says why until Redis is back.
-            log.warning("Redis not reachable at start (%r); serving 503s until it is", exc)
+
+        setup = RedisSetup(prepare_redis)
+        await setup.start(then=first_measurements)  # Redis away: retried in the background
+        closing.push_async_callback(setup.stop)
         backlog.start()
         closing.push_async_callback(backlog.stop)
         shard_watch.start()
@@ -178,7 +179,13 @@ class Services:
             history=history,
             cache=cache,
             purchase=purchase,
-            reads=Reads(history, cache, cache_nodes, settings.stream_shards),
+            reads=Reads(
+                history,
+                cache,
+                cache_nodes,
+                settings.stream_shards,
+                retry_after_s=settings.retry_after_s,
+            ),
             probes=Probes(
                 control,
                 backlog,

@@ -32,9 +32,9 @@ import socket
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from core.live import heartbeat, live_members
+from core.redis_clients import REDIS_UNAVAILABLE
 from core.stranded import stranded_streams
 from gateway.background import BackgroundTask
 
@@ -100,7 +100,7 @@ class ShardWatch:
             pipe = self._redis.pipeline(transaction=False)
             heartbeat(pipe, "gateway", self._shards, self._name)
             await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             log.debug("shard count heartbeat failed: %r", exc)
 
     async def check(self) -> None:
@@ -126,7 +126,7 @@ class ShardWatch:
         while True:
             try:
                 await self.check()
-            except (RedisError, OSError) as exc:
+            except REDIS_UNAVAILABLE as exc:
                 log.debug("shard count check failed: %r", exc)
                 self.last = None
             await asyncio.sleep(self._interval_s)

@@ -13,7 +13,7 @@ from core.constants import shard_of, stream_key
 from core.idempotency import Outcome
 from core.settings import Settings
 from gateway.appender import StreamAppender
-from gateway.errors import Overloaded
+from gateway.errors import Overloaded, RedisUnavailable
 from gateway.nodes import Nodes
 from tests.conftest import both_redis
 
@@ -135,3 +135,23 @@ async def test_a_batch_that_does_not_fit_in_what_may_wait_is_refused_whole(
     await waiting
     assert await redis.xlen(stream_key(0)) == 5
     assert len(await appender.append_many(purchases("alone", 20))) == 20  # nothing waits
+
+
+async def test_a_refusal_is_logged_and_answered_with_a_fixed_message(
+    nodes: Nodes, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis's own text (an OOM here; a MOVED names a node's address) goes to the log,
+    never into the 503 a client reads."""
+    appender = StreamAppender(nodes)
+    await redis.config_set("maxmemory-policy", "noeviction")
+    await redis.config_set("maxmemory", 1)  # below what is used: every write refused
+    try:
+        with pytest.raises(RedisUnavailable) as refused:
+            await appender.append("refused-1", b"f1", b"payload")
+    finally:
+        await redis.config_set("maxmemory", 0)
+    message = refused.value.message
+    assert "OOM" not in message and "maxmemory" not in message, message
+    assert "purchase store unavailable" in message
+    assert "OOM" in caplog.text
+    await appender.close()

@@ -16,6 +16,7 @@ from core.constants import STREAM, idempotency_key
 from core.settings import Settings
 from devstack.processes import free_port
 from devstack.redis_server import RedisServer, RedisVersion
+from gateway.errors import NOT_REPLICATED
 from tests.conftest import both_redis, env_for
 from tests.helpers import Gateway, HttpClient, Reply, purchase
 
@@ -74,7 +75,7 @@ async def test_ack_waits_for_a_replica_and_refuses_without_one(
             unconfirmed = await client.post("/purchase", json=purchase("unreplicated"))
             assert unconfirmed.status_code == 503
             assert unconfirmed.json()["error"] == "store_unavailable"
-            assert "ReplicationLag" in unconfirmed.json()["message"]
+            assert unconfirmed.json()["message"] == NOT_REPLICATED
 
             replica.start()
             retry = await post_until(client, purchase("unreplicated"), 200)
@@ -106,14 +107,14 @@ async def test_replay_is_acknowledged_only_once_a_replica_has_the_original_entry
             os.kill(replica.pid, signal.SIGSTOP)
             unconfirmed = await first_client.post("/purchase", json=body)
             assert unconfirmed.status_code == 503
-            assert "ReplicationLag" in unconfirmed.json()["message"]
+            assert unconfirmed.json()["message"] == NOT_REPLICATED
 
             second = Gateway(env, tmp_path / "second-gateway.log")
             second_client = HttpClient(second.url)
             for _ in range(3):
                 early = await second_client.post("/purchase", json=body)
                 assert early.status_code == 503, "replayed before any replica had the entry"
-                assert "ReplicationLag" in early.json()["message"]
+                assert early.json()["message"] == NOT_REPLICATED
 
             os.kill(replica.pid, signal.SIGCONT)
             retry = await post_until(second_client, body, 200)

@@ -8,6 +8,7 @@ backlog per shard and a few facts about Redis and PostgreSQL; the trace is the o
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import socket
 import time
@@ -16,7 +17,6 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from core.backlog import measure
 from core.constants import stream_key
@@ -28,6 +28,7 @@ from core.flusher_stats import (
     ROWS_WRITTEN,
     read_flusher_stats,
 )
+from core.redis_clients import REDIS_UNAVAILABLE
 from core.replies import text
 from core.settings import Settings
 from gateway.appender import AppendStats
@@ -53,6 +54,8 @@ from gateway.routing import Handler
 from gateway.shard_watch import ShardWatch
 from gateway.types import Receive, Scope
 from ops.trace import trace_transaction
+
+log = logging.getLogger("gateway.console")
 
 # An exact count up to a million purchases; past that the planner's estimate, so an open
 # console never makes PostgreSQL count a large table every few seconds.
@@ -147,7 +150,7 @@ class ConsoleApi:
                         shard, b.stream_length, round(b.oldest_unflushed_age_s, 3), b.pending
                     )
                 )
-        except (RedisError, OSError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             return type(exc).__name__, found
         return "ok", found
 
@@ -166,7 +169,7 @@ class ConsoleApi:
     async def _flushers(self) -> list[FlusherFigures]:
         try:
             published = await read_flusher_stats(self._redis)
-        except (RedisError, OSError):
+        except REDIS_UNAVAILABLE:
             return []
         return [
             FlusherFigures(
@@ -195,7 +198,7 @@ class ConsoleApi:
         try:
             raw: Any = await self._redis.config_get("append*")
             config = dict(raw)
-        except (RedisError, OSError):
+        except REDIS_UNAVAILABLE:
             config = None  # managed Redis often forbids CONFIG
         self._durability = _durability(self._settings, config)
 
@@ -211,10 +214,9 @@ class ConsoleApi:
             found = await self._history.with_connection(
                 lambda conn: trace_transaction(self._redis, conn, tx, shards)
             )
-        except (RedisError, OSError) as exc:
-            raise RedisUnavailable(
-                f"purchase store unavailable: {type(exc).__name__}", self._settings.retry_after_s
-            ) from exc
+        except REDIS_UNAVAILABLE as exc:
+            log.warning("trace: Redis failed: %s: %s", type(exc).__name__, exc)
+            raise RedisUnavailable(self._settings.retry_after_s) from exc
         if found.stage == "UNKNOWN":
             raise NotFound(f"no trace of transaction {tx!r}: not in Redis, not in PostgreSQL")
         return json_response(200, _encoder.encode(found), _NO_STORE)

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from core.flusher_stats import BATCHES, ROWS_WRITTEN, read_summed
+from core.redis_clients import REDIS_UNAVAILABLE
 from gateway.appender import AppendStats
 from gateway.background import BackgroundTask
 from gateway.metrics import Metrics
@@ -77,7 +77,7 @@ class Sampler:
 
     async def read_flushers(self) -> None:
         """Batches and rows summed over every flusher so far; unchanged if Redis fails."""
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_UNAVAILABLE):
             summed = await read_summed(self._redis)
             self._flushers = (summed[BATCHES.name], summed[ROWS_WRITTEN.name])
 
