@@ -67,3 +67,11 @@ async def assert_reconciles(redis: Redis, conn: asyncpg.Connection, shards: int 
     assert report.ok, render(report)
     assert report.pending == 0 and report.undelivered == 0, render(report)
     return report
+
+
+def matrix_row(fault: str, acknowledged: int, stored: int, recovery_s: float | None) -> None:
+    recovery = "-" if recovery_s is None else f"{recovery_s:.2f}s"
+    print(
+        f"\nFAULT | {fault} | acknowledged {acknowledged} | in PostgreSQL {stored}"
+        f" | duplicates 0 | recovered in {recovery}"
+    )

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import msgspec
 import pytest
 import redis
@@ -34,7 +35,7 @@ from tests.helpers import (
     samples,
     serving,
 )
-from tests.reconcile import wait_for_rows
+from tests.reconcile import assert_exactly_once, matrix_row, wait_for_rows
 
 SHARDS = 3
 DEADLINE_S = 60.0
@@ -144,12 +145,22 @@ async def test_paused_cluster_answers_503_then_gateway_and_flusher_recover(
 
         with paused(redis_cluster):
             await assert_unavailable_while_paused(client, time.monotonic())
+        resumed_at = time.monotonic()
 
-        await asyncio.gather(*(post_until_accepted(client, f"after-{i}") for i in range(20)))
+        await post_until_accepted(client, "after-0")
+        recovery = time.monotonic() - resumed_at
+        await asyncio.gather(*(post_until_accepted(client, f"after-{i}") for i in range(1, 20)))
         await wait_for_rows(outage_settings.database_url, 40, timeout=DEADLINE_S)
         await wait_for_stream_length(client, 40)
         await wait_until_ready(client)
         assert flusher.proc.poll() is None, flusher.output()
+    acknowledged = [f"{when}-{i}" for when in ("before", "after") for i in range(20)]
+    conn = await asyncpg.connect(outage_settings.database_url)
+    try:
+        await assert_exactly_once(conn, acknowledged, ["during-the-pause"])
+    finally:
+        await conn.close()
+    matrix_row("every Redis Cluster node SIGSTOPped, then resumed", 40, 40, recovery)
 
 
 async def test_gateway_and_flusher_started_while_the_cluster_is_paused_serve_once_it_is_back(

@@ -34,6 +34,7 @@ from tests.helpers import FlusherProcess, Gateway, HttpClient, purchase
 from tests.reconcile import (
     assert_exactly_once,
     assert_reconciles,
+    matrix_row,
     wait_for_no_pending,
     wait_for_rows,
 )
@@ -97,14 +98,6 @@ class Load:
         self._stop.set()
         await asyncio.gather(*self._tasks)
         await self.client.close()
-
-
-def matrix_row(fault: str, acknowledged: int, stored: int, recovery_s: float | None) -> None:
-    recovery = "-" if recovery_s is None else f"{recovery_s:.2f}s"
-    print(
-        f"\nFAULT | {fault} | acknowledged {acknowledged} | in PostgreSQL {stored}"
-        f" | duplicates 0 | recovered in {recovery}"
-    )
 
 
 async def table_lock(dsn: str) -> tuple[asyncpg.Connection, asyncpg.transaction.Transaction]:
