@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from core.constants import GROUP, PAYLOAD_FIELD, stream_key
 from core.groups import ensure_group
+from core.redis_clients import is_cluster
 from core.replies import format_id, parse_id, text
 
 Entry = tuple[str, bytes | None]
@@ -84,6 +85,17 @@ class GroupReader:
     @property
     def claim_sweep_done(self) -> bool:
         return self._claim_cursor == "0-0"
+
+    async def memory_pressure(self, ratio: float) -> bool:
+        """The stream's Redis uses at least ``ratio`` of its ``maxmemory`` (False without a
+        limit). Read-only: INFO answers while Redis refuses writes."""
+        if is_cluster(self.redis):
+            node = self.redis.get_node_from_key(self.stream)  # type: ignore[attr-defined]
+            info: Any = await self.redis.info("memory", target_nodes=node)
+        else:
+            info = await self.redis.info("memory")
+        limit = int(info.get("maxmemory", 0))
+        return limit > 0 and int(info.get("used_memory", 0)) >= ratio * limit
 
     async def ack(self, entry_ids: list[str]) -> int:
         if not entry_ids:

@@ -42,6 +42,9 @@ log = logging.getLogger("flusher")
 
 T = TypeVar("T")
 
+MEMORY_PRESSURE_RATIO = 0.9
+"""Redis's ``used_memory`` from this share of ``maxmemory`` on waives the stream retention."""
+
 RETRYABLE: tuple[type[BaseException], ...] = (DatabaseUnavailable, *REDIS_RETRYABLE)
 ACK_RETRYABLE: tuple[type[BaseException], ...] = (ResponseError, *REDIS_RETRYABLE)
 """What acknowledging retries (of the ResponseErrors, only the transient ones)."""
@@ -91,6 +94,7 @@ class Flusher:
         self.last_committed_entry_id: str | None = None
         self.redis_out_of_memory = False
         """The last hold was refused for memory: trim without waiting for the retention."""
+        self._memory_pressed = False
         self._summed: dict[str, int] = {}
         """How much of our counters the flushers' sums in Redis hold (core.flusher_stats)."""
         self._stopping = asyncio.Event()
@@ -192,9 +196,22 @@ class Flusher:
 
     async def trim(self) -> int:
         """Acknowledged entries past the retention; all of them while Redis is out of
-        memory, since the memory they hold is what lets purchases in again."""
-        retain_s = 0.0 if self.redis_out_of_memory else self.settings.stream_retain_s
-        trimmed = await self.reader.trim(retain_s)
+        memory or close to it, since the memory they hold is what lets purchases in again
+        (the retention is for tracing; it never costs refused purchases)."""
+        pressed = await self.reader.memory_pressure(MEMORY_PRESSURE_RATIO)
+        if pressed != self._memory_pressed:
+            self._memory_pressed = pressed
+            if pressed:
+                log.warning(
+                    "Redis memory at %.0f%% of maxmemory or more: trimming acknowledged"
+                    " entries without the %ss retention",
+                    MEMORY_PRESSURE_RATIO * 100,
+                    self.settings.stream_retain_s,
+                )
+            else:
+                log.info("Redis memory below %.0f%% of maxmemory", MEMORY_PRESSURE_RATIO * 100)
+        waived = pressed or self.redis_out_of_memory
+        trimmed = await self.reader.trim(0.0 if waived else self.settings.stream_retain_s)
         self.stats.trimmed += trimmed
         return trimmed
 
