@@ -24,6 +24,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench.harness import save_result, serve_gateway, throwaway_stack, wrk_missing
 from bench.wrk import wrk_paths
 from core.events import Leg, PurchaseEvent
@@ -84,11 +86,10 @@ def deep_cursors(base: str, pages: int) -> list[str]:
 
 
 def metric(base: str, name: str) -> float:
+    """Summed over every series of ``name`` (one per gateway worker)."""
     with urllib.request.urlopen(base + "/metrics") as reply:
-        for line in reply.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    return 0.0
+        families = text_string_to_metric_families(reply.read().decode())
+        return sum(s.value for f in families for s in f.samples if s.name == name)
 
 
 def main() -> int:

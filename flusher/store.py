@@ -10,6 +10,7 @@ One unique violation would abort a plain COPY, hence the staging table.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -21,6 +22,9 @@ from core.events import PurchaseEvent
 from core.migrate import migrate
 from flusher.errors import PG_RETRYABLE, DatabaseUnavailable
 from flusher.partitions import PartitionChange, maintain_partitions
+
+BeforeCommit = Callable[[], Awaitable[object]] | None
+"""Run inside a batch's transaction right before its COMMIT (``PurchaseStore.write``)."""
 
 CREATE_STAGING: Final = """
 CREATE TEMP TABLE IF NOT EXISTS incoming (
@@ -272,14 +276,21 @@ class PurchaseStore:
             raise
         await conn.close(timeout=2)
 
-    async def write(self, good: list[Decoded], bad: list[Undecodable]) -> WriteResult:
-        """Commit one batch; raises DatabaseUnavailable when it could not (nothing committed)."""
+    async def write(
+        self, good: list[Decoded], bad: list[Undecodable], before_commit: BeforeCommit = None
+    ) -> WriteResult:
+        """Commit one batch; raises DatabaseUnavailable when it could not (nothing committed).
+
+        ``before_commit`` runs inside the transaction, after its statements, right before
+        COMMIT (once per transaction: the one-by-one path runs it for each); what it raises
+        rolls the batch back. The flusher guards cached reads there, so that they are held
+        for the COMMIT only, not for the whole batch."""
         conn = await self.connect()
         try:
             try:
-                return await self._write(conn, good, bad)
+                return await self._write(conn, good, bad, before_commit)
             except REFUSED:
-                return await self._write_one_by_one(conn, good, bad)
+                return await self._write_one_by_one(conn, good, bad, before_commit)
         except PG_RETRYABLE as exc:
             await self._discard(conn)
             raise DatabaseUnavailable(f"PostgreSQL write failed: {exc!r}") from exc
@@ -288,7 +299,11 @@ class PurchaseStore:
             raise
 
     async def _write(
-        self, conn: asyncpg.Connection, good: list[Decoded], bad: list[Undecodable]
+        self,
+        conn: asyncpg.Connection,
+        good: list[Decoded],
+        bad: list[Undecodable],
+        before_commit: BeforeCommit = None,
     ) -> WriteResult:
         result = WriteResult()
         async with conn.transaction():
@@ -316,16 +331,22 @@ class PurchaseStore:
                     [(self.shard, b.entry_id, b.payload, b.error) for b in bad],
                 )
                 result.dead_letters = len(bad)
+            if before_commit is not None:
+                await before_commit()
         return result
 
     async def _write_one_by_one(
-        self, conn: asyncpg.Connection, good: list[Decoded], bad: list[Undecodable]
+        self,
+        conn: asyncpg.Connection,
+        good: list[Decoded],
+        bad: list[Undecodable],
+        before_commit: BeforeCommit = None,
     ) -> WriteResult:
         """A batch the database refused: store each entry alone, dead-letter the ones it refuses."""
         total = WriteResult()
         for item in good:
             try:
-                one = await self._write(conn, [item], [])
+                one = await self._write(conn, [item], [], before_commit)
             except REFUSED as exc:
                 payload = repr(item.event).encode()
                 reason = f"rejected by PostgreSQL: {exc}".replace("\x00", "\\0")

@@ -117,12 +117,19 @@ class Flusher:
         await self._sleep_unless_stopping(linger_ms / 1000)
         return entries + await self.reader.read(size - len(entries), None)
 
-    async def write_batch(self, good: list[Decoded], bad: list[Undecodable]) -> WriteResult:
-        """Commit the batch, retrying while PostgreSQL is away; DatabaseUnavailable if stopped."""
+    async def write_batch(
+        self, good: list[Decoded], bad: list[Undecodable], batch: BatchHold | None = None
+    ) -> WriteResult:
+        """Commit the batch, retrying while PostgreSQL is away; DatabaseUnavailable if stopped.
+
+        ``batch``'s hold is taken inside the transaction, right before COMMIT: reads of its
+        accounts skip the cache for the COMMIT and the release only, not for the batch's
+        statements (and the wait for the write lock) too."""
+        before_commit = None if batch is None else partial(self.hold, batch)
         delay = 0.05
         while True:
             try:
-                return await self.store.write(good, bad)
+                return await self.store.write(good, bad, before_commit)
             except DatabaseUnavailable as exc:
                 self.stats.store_retries += 1
                 if self._stopping.is_set():
@@ -240,8 +247,7 @@ class Flusher:
         # between COMMIT and release, the redelivered batch inserts nothing yet must still
         # invalidate what its first delivery left behind.
         batch = BatchHold(leg.account for item in good for leg in item.event.legs)
-        await self.hold(batch)
-        result = await self.write_batch(good, bad)
+        result = await self.write_batch(good, bad, batch)
         newest = max(entries, key=lambda e: parse_id(e[0]))[0]
         if self.last_committed_entry_id is None or parse_id(newest) > parse_id(
             self.last_committed_entry_id

@@ -85,8 +85,7 @@ async def test_a_flusher_dying_between_commit_and_release_never_leaves_a_stale_p
 
     # The flusher's steps up to its COMMIT, then it is killed: nothing released, no XACK.
     batch = BatchHold(leg.account for item in good for leg in item.event.legs)
-    await flusher.hold(batch)
-    await flusher.write_batch(good, bad)
+    await flusher.write_batch(good, bad, batch)
 
     for _ in range(3):  # neither the old cached page nor a page cached from now on
         assert await history(client, "yuri") == ["die-2", "die-1"]
