@@ -102,8 +102,11 @@ class GroupReader:
             return 0
         return int(await self.redis.xack(self.stream, self.group, *entry_ids))
 
-    async def trim(self, retain_s: float) -> int:
+    async def trim(self, retain_s: float, *, unlimited: bool = False) -> int:
         """Trim below the oldest entry any group still needs, and below ``retain_s`` of age.
+
+        An approximate XTRIM removes at most 10,000 entries a call (100 nodes of 100);
+        ``unlimited`` lifts that (LIMIT 0), for when Redis needs the memory now.
 
         The group state is read last-delivered ids first, then the pending lists, in one
         round trip: an entry at or below a group's last-delivered id that is not pending
@@ -133,4 +136,11 @@ class GroupReader:
                 floor = min(floor, parse_id(text(low)))
         if floor <= (0, 1):
             return 0
-        return int(await self.redis.xtrim(self.stream, minid=format_id(floor), approximate=True))
+        return int(
+            await self.redis.xtrim(
+                self.stream,
+                minid=format_id(floor),
+                approximate=True,
+                limit=0 if unlimited else None,
+            )
+        )

@@ -217,8 +217,10 @@ class Flusher:
                 )
             else:
                 log.info("Redis memory below %.0f%% of maxmemory", MEMORY_PRESSURE_RATIO * 100)
-        waived = pressed or self.redis_out_of_memory
-        trimmed = await self.reader.trim(0.0 if waived else self.settings.stream_retain_s)
+        if pressed or self.redis_out_of_memory:
+            trimmed = await self.reader.trim(0.0, unlimited=True)
+        else:
+            trimmed = await self.reader.trim(self.settings.stream_retain_s)
         self.stats.trimmed += trimmed
         return trimmed
 

@@ -5,8 +5,10 @@ meanwhile. That the memory then comes back under load is in tests/test_faults.py
 from __future__ import annotations
 
 import asyncio
+import time
 
 import asyncpg
+import msgspec
 from redis.asyncio import Redis
 
 from core.constants import GROUP, STREAM
@@ -72,3 +74,27 @@ def test_redis_refusals_that_pass_are_told_from_the_ones_that_do_not() -> None:
         ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
     ):
         assert not is_transient(error), error
+
+
+@both_redis
+async def test_a_redis_near_its_memory_limit_gets_every_flushed_entry_trimmed_at_once(
+    flusher: Flusher, redis: Redis
+) -> None:
+    flusher.settings = msgspec.structs.replace(flusher.settings, stream_retain_s=3600)
+    now_ms = int(time.time() * 1000)
+    pipe = redis.pipeline(transaction=False)
+    for i in range(25_000):
+        pipe.xadd(STREAM, {"p": b"x"}, id=f"{now_ms}-{i + 1}")
+    await pipe.execute()
+    await redis.xgroup_setid(STREAM, GROUP, "$")  # all delivered and acknowledged
+
+    assert await flusher.trim() == 0  # far from any limit: the retention keeps them
+    assert await redis.xlen(STREAM) == 25_000
+    used = int((await redis.info("memory"))["used_memory"])
+    await redis.config_set("maxmemory-policy", "noeviction")
+    await redis.config_set("maxmemory", int(used * 1.05))  # at 95% of the limit
+    try:
+        await flusher.trim()  # one call, past the 10,000 entries an approximate XTRIM takes
+        assert await redis.xlen(STREAM) < 100
+    finally:
+        await redis.config_set("maxmemory", 0)
