@@ -129,6 +129,9 @@ class ShardWatch:
             except REDIS_UNAVAILABLE as exc:
                 log.debug("shard count check failed: %r", exc)
                 self.last = None
+            except Exception:  # anything else: a dead loop would freeze the verdict for good
+                log.exception("shard count check failed")
+                self.last = None
             await asyncio.sleep(self._interval_s)
 
     def start(self) -> None:
