@@ -22,7 +22,10 @@ Out of memory: Redis refuses SADD (and every command that may grow memory) but t
 and SREM, which free it. ``hold`` then deletes the versions instead of holding them, the
 gateway cannot create a new version (its SET NX is refused too) and so caches nothing, and
 ``release`` needs only DEL and SREM: the flusher commits, invalidates and acknowledges while
-Redis is full, and the trimming that follows gives memory back.
+Redis is full, and the trimming that follows gives memory back. The one gap: if memory comes
+back between that DEL and the COMMIT, a read may create a version and cache a page without
+the batch, and a flusher killed right after its COMMIT would leave that page served until
+the batch is delivered again (which deletes the version once more).
 
 Version and hold keys expire with the cache: a version only needs to outlive the pages
 stored under it, and the gateway extends its lifetime each time it stores one.
