@@ -31,7 +31,7 @@ GROUP: Final = "flusher"
 """The consumer group whose members copy stream entries into PostgreSQL."""
 
 PAYLOAD_FIELD: Final = "p"
-"""The single field of a stream entry; its value is an encoded ``PurchaseEvent``."""
+"""The single field of a format-1 stream entry (JSON); core/entries.py reads it still."""
 
 PG_MIGRATION_LOCK: Final = 0x4D4F4E4F
 """Advisory-lock key that serialises migrations between processes ("MONO")."""

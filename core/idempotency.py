@@ -19,14 +19,13 @@ from typing import Any, Final, NamedTuple, Protocol
 import msgspec
 from redis.asyncio import Redis
 
-from core.constants import PAYLOAD_FIELD, idempotency_key, shard_of, stream_key
-from core.events import PurchaseEvent, event_decoder
+from core.constants import idempotency_key, shard_of, stream_key
+from core.entries import Fields, decode
+from core.events import PurchaseEvent
 
 SEPARATOR: Final = b"|"
 """Between the fingerprint and the entry id; append.lua writes it (``fingerprint .. '|' ..
 id``). Neither side contains it: the fingerprint is hex, an entry id is ``ms-seq``."""
-
-_PAYLOAD: Final = PAYLOAD_FIELD.encode()
 
 
 def fingerprint(canonical_request: bytes) -> bytes:
@@ -87,8 +86,8 @@ class Lookups(Protocol):
 
     async def marker(self, key: bytes) -> bytes | None: ...
 
-    async def payload(self, stream: bytes, entry_id: bytes) -> bytes | None:
-        """The entry's payload field; None if the entry is gone (trimmed) or has none."""
+    async def entry(self, stream: bytes, entry_id: bytes) -> Fields | None:
+        """The entry's fields; None if the entry is gone (trimmed) or has none."""
         ...
 
 
@@ -102,9 +101,9 @@ class ClientLookups:
         raw: Any = await self._redis.get(key)
         return None if raw is None else bytes(raw)
 
-    async def payload(self, stream: bytes, entry_id: bytes) -> bytes | None:
+    async def entry(self, stream: bytes, entry_id: bytes) -> Fields | None:
         entries: Any = await self._redis.xrange(stream, entry_id, entry_id)
-        return entries[0][1].get(_PAYLOAD) if entries else None
+        return (entries[0][1] or None) if entries else None
 
 
 class Found(NamedTuple):
@@ -112,15 +111,15 @@ class Found(NamedTuple):
     """The entry id the marker names."""
     event: PurchaseEvent | None
     """The entry's event; None once the entry left the stream (trimmed after its flush), or
-    when its payload does not decode (see ``undecodable``)."""
+    when it does not decode (see ``undecodable``)."""
     undecodable: str | None = None
-    """Why the entry's payload does not decode: the flusher will dead-letter it."""
+    """Why the entry does not decode: the flusher will dead-letter it."""
 
 
-def decode_payload(payload: bytes) -> PurchaseEvent | str:
+def decode_entry(fields: Fields) -> PurchaseEvent | str:
     """The event, or why it cannot be decoded (never raised: readers report, not fail)."""
     try:
-        return event_decoder.decode(payload)
+        return decode(fields)
     except (msgspec.DecodeError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         return f"undecodable event: {exc}"
 
@@ -133,8 +132,8 @@ async def find_accepted(lookups: Lookups, transaction_id: str, shards: int) -> F
     if raw is None:
         return None
     entry_id = parse_marker(raw).entry_id
-    payload = await lookups.payload(stream_key(shard).encode(), entry_id)
-    decoded = None if payload is None else decode_payload(payload)
+    fields = await lookups.entry(stream_key(shard).encode(), entry_id)
+    decoded = None if fields is None else decode_entry(fields)
     if isinstance(decoded, str):
         return Found(entry_id.decode(), None, decoded)
     return Found(entry_id.decode(), decoded)

@@ -4,8 +4,10 @@
 -- KEYS[i], i > 1 the idempotency key of purchase i-1
 -- ARGV[1]        how long an idempotency key lives, in seconds
 -- ARGV[2]        "1" when a replay must write too (the gateway WAITs for replicas), else "0"
--- ARGV[2i-1]     fingerprint of purchase i-1 (a hash of its canonical request)
--- ARGV[2i]       the stream payload of purchase i-1
+-- ARGV[3], [4]   the entry's version field and its value (core/entries.py)
+-- ARGV[5..12]    the names of the entry's 8 values, in order
+-- then per purchase 9 arguments: its fingerprint (a hash of its canonical request), then
+--                its 8 values
 --
 -- Returns one string per purchase: the new entry id ("ms-seq") when it was appended, or
 -- the stored "fingerprint|entry id" when the transaction_id was seen within the window.
@@ -19,6 +21,10 @@
 -- original entry, so the WAIT that follows covers that entry too.
 local ttl = ARGV[1]
 local replay_writes = ARGV[2] == '1'
+local vf, v = ARGV[3], ARGV[4]
+local n1, n2, n3, n4, n5, n6, n7, n8 =
+    ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local stream = KEYS[1]
 local out = {}
 for i = 2, #KEYS do
     local prior = redis.call('GET', KEYS[i])
@@ -31,9 +37,11 @@ for i = 2, #KEYS do
         end
         out[i - 1] = prior
     else
-        local fingerprint = ARGV[2 * i - 1]
-        local id = redis.call('XADD', KEYS[1], '*', 'p', ARGV[2 * i])
-        redis.call('SET', KEYS[i], fingerprint .. '|' .. id, 'EX', ttl)
+        local a = 9 * i - 5  -- the fingerprint; its values follow
+        local id = redis.call('XADD', stream, '*', vf, v,
+            n1, ARGV[a + 1], n2, ARGV[a + 2], n3, ARGV[a + 3], n4, ARGV[a + 4],
+            n5, ARGV[a + 5], n6, ARGV[a + 6], n7, ARGV[a + 7], n8, ARGV[a + 8])
+        redis.call('SET', KEYS[i], ARGV[a] .. '|' .. id, 'EX', ttl)
         out[i - 1] = id
     end
 end

@@ -29,6 +29,7 @@ from typing import Final, NamedTuple, cast
 from redis.exceptions import NoScriptError, RedisError
 
 from core.constants import idempotency_key, shard_of, stream_key
+from core.entries import FIELDS, SCRIPT_HEADER
 from core.idempotency import Appended, Outcome, outcome
 from core.logs import Sparse
 from core.redis_clients import REDIS_UNAVAILABLE
@@ -40,6 +41,8 @@ from gateway.redis_pipe import Arg, RedisPipe, Reply
 APPEND_SCRIPT: Final = (files("gateway") / "append.lua").read_bytes()
 APPEND_SHA: Final = hashlib.sha1(APPEND_SCRIPT).hexdigest()
 ACCEPTED: Final = Outcome.ACCEPTED
+STRIDE: Final = 1 + len(FIELDS)
+"""Script arguments per purchase: its fingerprint, then its entry values."""
 
 log = logging.getLogger("gateway.appender")
 
@@ -49,7 +52,8 @@ class Pending(NamedTuple):
 
     key: bytes
     fingerprint: bytes
-    payload: bytes
+    values: tuple[bytes, ...]
+    """The entry's values (core.entries.values)."""
     future: asyncio.Future[Appended]
 
 
@@ -77,7 +81,7 @@ class Part(NamedTuple):
     positions: list[int]
     keys: list[bytes]
     args: list[bytes]
-    """fingerprint, payload, fingerprint, payload, ... in the order of ``keys``."""
+    """fingerprint, values..., fingerprint, values..., in the order of ``keys``."""
 
 
 Unit = Pending | Part
@@ -132,7 +136,9 @@ class StreamAppender:
         for pipe in self._nodes.all():
             await pipe.call(b"SCRIPT", b"LOAD", APPEND_SCRIPT)
 
-    async def append(self, transaction_id: str, fingerprint: bytes, payload: bytes) -> Appended:
+    async def append(
+        self, transaction_id: str, fingerprint: bytes, values: tuple[bytes, ...]
+    ) -> Appended:
         """Append one purchase unless its transaction_id is known; once Redis confirmed it,
         the outcome: accepted, replayed (same fingerprint as the first time) or conflict."""
         if self._waiting >= self._max_pending:
@@ -143,15 +149,17 @@ class StreamAppender:
         future: asyncio.Future[Appended] = loop.create_future()
         shard = shard_of(transaction_id, self._shards)
         key = idempotency_key(shard, transaction_id)
-        self._batches[shard].append(Pending(key, fingerprint, payload, future))
+        self._batches[shard].append(Pending(key, fingerprint, values, future))
         self._waiting += 1
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._dispatch)
         return await future
 
-    async def append_many(self, purchases: list[tuple[str, bytes, bytes]]) -> list[Appended]:
-        """Append many purchases (transaction_id, fingerprint, payload), each unless its
+    async def append_many(
+        self, purchases: list[tuple[str, bytes, tuple[bytes, ...]]]
+    ) -> list[Appended]:
+        """Append many purchases (transaction_id, fingerprint, values), each unless its
         transaction_id is known, in order; once Redis confirmed every one of them.
 
         One future for the whole list, and per shard one unit in that shard's next script
@@ -170,14 +178,15 @@ class StreamAppender:
         loop = asyncio.get_running_loop()
         by_shard: dict[int, tuple[list[int], list[bytes], list[bytes]]] = {}
         shards = self._shards
-        for position, (transaction_id, fingerprint, payload) in enumerate(purchases):
+        for position, (transaction_id, fingerprint, values) in enumerate(purchases):
             shard = shard_of(transaction_id, shards) if shards > 1 else 0
             part = by_shard.get(shard)
             if part is None:
                 part = by_shard[shard] = ([], [], [])
             part[0].append(position)
             part[1].append(idempotency_key(shard, transaction_id))
-            part[2].extend((fingerprint, payload))
+            part[2].append(fingerprint)
+            part[2].extend(values)
         future: asyncio.Future[None] = loop.create_future()
         bulk = Bulk(future, len(purchases), len(by_shard))
         for shard, (positions, keys, args) in by_shard.items():
@@ -254,7 +263,7 @@ class StreamAppender:
                     continue
                 results, args, bulk = item.bulk.results, item.args, item.bulk
                 for j, position in enumerate(item.positions):
-                    results[position] = self._judged(reply[at], args[2 * j])
+                    results[position] = self._judged(reply[at], args[STRIDE * j])
                     at += 1
                 bulk.left -= 1
                 if not bulk.left and not bulk.future.done():
@@ -273,12 +282,12 @@ class StreamAppender:
         commands: list[tuple[Arg, ...]] = []
         for shard, items in batches.items():
             keys: list[bytes] = [self._streams[shard]]
-            args: list[bytes] = [self._ttl, self._replay_writes]
+            args: list[bytes] = [self._ttl, self._replay_writes, *SCRIPT_HEADER]
             for item in items:
                 if isinstance(item, Pending):
                     keys.append(item.key)
                     args.append(item.fingerprint)
-                    args.append(item.payload)
+                    args += item.values
                 else:
                     keys += item.keys
                     args += item.args

@@ -10,7 +10,8 @@ from typing import Final
 
 import msgspec
 
-from core.constants import PAYLOAD_FIELD, transaction_cache_key
+from core.constants import transaction_cache_key
+from core.entries import Fields, from_reply
 from core.idempotency import find_accepted
 from core.logs import Sparse
 from core.redis_clients import REDIS_UNAVAILABLE
@@ -26,7 +27,6 @@ from gateway.views import CustomerReceipt, HistoryPage, LegView, SellerReceipt, 
 log = logging.getLogger("gateway.reads")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _encoder: Final = msgspec.json.Encoder()
-_PAYLOAD: Final = PAYLOAD_FIELD.encode()
 _CURSOR_BYTES: Final = struct.Struct(">qq")  # microseconds since the epoch, entry_id
 _MIN_US: Final = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 _MAX_US: Final = (datetime(9999, 12, 31, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
@@ -60,16 +60,11 @@ class NodeLookups:
         marker: bytes | None = await self._nodes.pipe_for(key).call(b"GET", key)
         return marker
 
-    async def payload(self, stream: bytes, entry_id: bytes) -> bytes | None:
+    async def entry(self, stream: bytes, entry_id: bytes) -> Fields | None:
         entries = await self._nodes.pipe_for(stream).call(b"XRANGE", stream, entry_id, entry_id)
-        if not entries:
+        if not entries or not entries[0][1]:
             return None
-        fields = entries[0][1]  # [field, value, field, value, ...]
-        for at in range(0, len(fields) - 1, 2):
-            if fields[at] == _PAYLOAD:
-                payload: bytes = fields[at + 1]
-                return payload
-        return None
+        return from_reply(entries[0][1])  # [field, value, field, value, ...]
 
 
 class Reads:

@@ -27,7 +27,7 @@ from core.backlog import measure
 from core.constants import GROUP, idempotency_key, shard_of, stream_key
 from core.flusher_stats import read_published_stats
 from core.groups import group_info, groups_of
-from core.idempotency import ClientLookups, decode_payload, find_accepted
+from core.idempotency import ClientLookups, decode_entry, find_accepted
 from core.redis_clients import redis_client
 from core.replies import parse_id, text
 from core.settings import Settings
@@ -123,8 +123,8 @@ async def trace_transaction(
         shard = row["stream_shard"]
         trace.stream_entry_id = row["stream_entry_id"]
         stream = stream_key(shard)
-        payload = await lookups.payload(stream.encode(), row["stream_entry_id"].encode())
-        decoded = None if payload is None else decode_payload(payload)
+        fields = await lookups.entry(stream.encode(), row["stream_entry_id"].encode())
+        decoded = None if fields is None else decode_entry(fields)
         event = None if isinstance(decoded, str) else decoded
         trace.undecodable = decoded if isinstance(decoded, str) else None
     else:

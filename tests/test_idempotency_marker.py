@@ -7,7 +7,8 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from core.constants import idempotency_key, shard_of, stream_key
-from core.events import PurchaseRequest, encoder, event_from_request, request_decoder
+from core.entries import SCRIPT_HEADER, values
+from core.events import PurchaseRequest, encoder, request_decoder
 from core.idempotency import (
     Appended,
     ClientLookups,
@@ -31,7 +32,6 @@ def decoded(tx: str, amount: int = 1500) -> PurchaseRequest:
 async def append(redis: Redis, tx: str, req: PurchaseRequest, shards: int = 1) -> bytes:
     """One purchase through append.lua, as the gateway sends it; the script's reply."""
     shard = shard_of(tx, shards)
-    event = event_from_request(req, "req-1", 1_700_000_000_000_000)
     reply = await redis.eval(  # type: ignore[misc]
         APPEND_SCRIPT.decode(),
         2,
@@ -39,8 +39,9 @@ async def append(redis: Redis, tx: str, req: PurchaseRequest, shards: int = 1) -
         idempotency_key(shard, tx),
         "900",
         "0",
+        *SCRIPT_HEADER,
         fingerprint(encoder.encode(req)),
-        encoder.encode(event),
+        *values(req, "req-1", 1_700_000_000_000_000),
     )
     return bytes(reply[0])
 

@@ -13,7 +13,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from core.constants import PAYLOAD_FIELD, STREAM, idempotency_key, shard_of, stream_key
-from core.events import Leg, PurchaseEvent, encoder
+from core.events import EventV1, Leg, encoder
 from core.groups import ensure_group
 from core.settings import Settings
 from flusher.stream import GroupReader
@@ -111,7 +111,7 @@ async def test_a_persisted_purchase_is_traced_in_the_shard_it_was_flushed_from(
 ) -> None:
     sharded = msgspec.structs.replace(settings, stream_shards=4)
     tx = next(t for t in (f"moved-{i}" for i in range(100)) if shard_of(t, 4) == 3)
-    event = PurchaseEvent(
+    event = EventV1(
         transaction_id=tx,
         customer_name="a",
         seller_name="b",
