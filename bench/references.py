@@ -21,9 +21,10 @@ import asyncpg
 import psutil
 from redis import Redis
 
-from core.constants import idempotency_key
+from core.constants import idempotency_bucket_prefix, idempotency_key
 from core.entries import FIELDS, SCRIPT_HEADER, VERSION, VERSION_FIELD, values
 from core.events import PurchaseRequest, request_decoder
+from core.idempotency import REACH, bucket_width_s
 from gateway.appender import APPEND_SCRIPT
 
 SAMPLE = (
@@ -65,14 +66,14 @@ def redis_cpu(client: Redis) -> float:
 
 
 def redis_reference(
-    url: str, entries: int, batch: int = 100, calls_per_trip: int = 10
+    url: str, entries: int, batch: int = 100, calls_per_trip: int = 10, *, legacy: bool = True
 ) -> dict[str, Any]:
     """Redis CPU µs per entry: the append script vs a plain XADD of the same payload.
 
     The two alternate in ten rounds, so whatever else the machine does falls on both."""
     client = Redis.from_url(url)
     run = f"{time.time_ns()}"
-    fingerprint = b"0" * 32
+    fingerprint = b"0" * 8
     _entry = _values()
     script_s = xadd_s = 0.0
     rounds = 10
@@ -91,7 +92,8 @@ def redis_reference(
             for first in range(round_ * per_round, (round_ + 1) * per_round, batch):
                 ids = [f"ref-{run}-{i}" for i in range(first, first + batch)]
                 keys = [stream, *(idempotency_key(0, tid) for tid in ids)]
-                args: list[Any] = [900, b"0", *SCRIPT_HEADER]
+                args: list[Any] = [900, b"0", bucket_width_s(900), REACH, b"1" if legacy else b"0"]
+                args += [idempotency_bucket_prefix(0), *SCRIPT_HEADER]
                 for tid in ids:
                     args += [fingerprint, *_entry(tid)]
                 calls.append((len(keys), keys, args))

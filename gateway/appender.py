@@ -7,15 +7,16 @@ shards in one pipelined round trip, and each request gets its own future back. W
 next batch, which is sent as soon as one returns: under load the batches grow instead of
 the round trips multiplying.
 
-The script checks each purchase's idempotency key and appends it in the same atomic step,
-so concurrent retries of one transaction_id produce exactly one stream entry. A purchase's
-shard is a stable hash of its transaction_id, and its idempotency key shares the shard
+The script checks each purchase's idempotency record and appends it in the same atomic
+step, so concurrent retries of one transaction_id produce exactly one stream entry. A
+purchase's shard is a stable hash of its transaction_id, and its idempotency bucket (and
+943f4b2's per-purchase key, still honoured after an upgrade) shares the shard
 stream's hash tag, so the script stays atomic on a Redis Cluster too.
 
 With ``ack_replicas`` each round trip ends with ``WAIT``, which waits for this connection's
 own last write. A replay found the purchase written earlier, perhaps by another connection
 or gateway; so that its ``WAIT`` covers that entry too, the script then writes on replays
-as well (it sets the idempotency key's expiry again, to the same instant).
+as well (it sets the record's bucket's expiry again, to the same instant).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from typing import Final, NamedTuple, cast
 
 from redis.exceptions import NoScriptError, RedisError
 
-from core.constants import idempotency_key, shard_of, stream_key
+from core.constants import idempotency_bucket_prefix, idempotency_key, shard_of, stream_key
 from core.entries import FIELDS, SCRIPT_HEADER
-from core.idempotency import Appended, Outcome, outcome
+from core.idempotency import REACH, Appended, Outcome, bucket_width_s, outcome
 from core.logs import Sparse
 from core.redis_clients import REDIS_UNAVAILABLE
 from gateway.errors import NOT_REPLICATED, STORE_UNAVAILABLE, Overloaded, RedisUnavailable
@@ -104,6 +105,7 @@ class StreamAppender:
         *,
         shards: int = 1,
         idempotency_ttl_s: int = 900,
+        idempotency_legacy_keys: bool = True,
         max_inflight: int = 4,
         max_pending: int = 10_000,
         retry_after_s: int = 1,
@@ -114,7 +116,13 @@ class StreamAppender:
         self._nodes = nodes
         self._shards = shards
         self._streams = [stream_key(shard).encode() for shard in range(shards)]
-        self._ttl = str(idempotency_ttl_s).encode()
+        self._idempotency = (
+            b"%d" % idempotency_ttl_s,
+            b"%d" % bucket_width_s(idempotency_ttl_s),
+            b"%d" % REACH,
+            b"1" if idempotency_legacy_keys else b"0",
+        )
+        self._bucket_prefixes = [idempotency_bucket_prefix(shard) for shard in range(shards)]
         self._max_inflight = max_inflight
         self._max_pending = max_pending
         self._retry_after_s = retry_after_s
@@ -282,7 +290,9 @@ class StreamAppender:
         commands: list[tuple[Arg, ...]] = []
         for shard, items in batches.items():
             keys: list[bytes] = [self._streams[shard]]
-            args: list[bytes] = [self._ttl, self._replay_writes, *SCRIPT_HEADER]
+            window, width, reach, legacy = self._idempotency
+            prefix = self._bucket_prefixes[shard]
+            args = [window, self._replay_writes, width, reach, legacy, prefix, *SCRIPT_HEADER]
             for item in items:
                 if isinstance(item, Pending):
                     keys.append(item.key)

@@ -79,6 +79,28 @@ def v1_entry(request: PurchaseRequest, request_id: str, accepted_at_us: int) -> 
     return {b"p": json.dumps(legacy, separators=(",", ":")).encode()}
 
 
+async def idempotency_records(redis: Any, tx: str, shard: int = 0) -> dict[bytes, bytes]:
+    """The idempotency buckets holding a record of ``tx``, and the record in each."""
+    found = {}
+    for bucket in await redis.keys(f"monokera:{{{shard}}}:idempotency:*"):
+        raw = await redis.hget(bucket, tx)
+        if raw is not None:
+            found[bucket] = raw
+    return found
+
+
+async def idempotency_record_count(redis: Any, shard: int = 0) -> int:
+    """Idempotency records of a shard, over all its buckets."""
+    buckets = await redis.keys(f"monokera:{{{shard}}}:idempotency:*")
+    return sum([await redis.hlen(bucket) for bucket in buckets])
+
+
+async def forget_idempotency(redis: Any, tx: str, shard: int = 0) -> None:
+    """As if the window had passed for ``tx``: its record removed."""
+    for bucket in await idempotency_records(redis, tx, shard):
+        await redis.hdel(bucket, tx)
+
+
 async def open_flusher(settings: Settings, shard: int = 0) -> tuple[Flusher, Close]:
     """One shard's flusher, for a test to drive step by step."""
     flushers, close = await open_flushers(settings, [shard])

@@ -33,11 +33,11 @@ async def test_outcomes_are_accepted_then_replayed_then_conflict(
     nodes: Nodes, redis: Redis
 ) -> None:
     appender = StreamAppender(nodes)
-    first = await appender.append("ap-1", b"f1", VALUES)
+    first = await appender.append("ap-1", fp(b"f1"), entry("ap-1"))
     assert first.outcome is Outcome.ACCEPTED
-    replay = await appender.append("ap-1", b"f1", VALUES)
+    replay = await appender.append("ap-1", fp(b"f1"), entry("ap-1"))
     assert replay == (Outcome.REPLAYED, first.entry_id)
-    clash = await appender.append("ap-1", b"f2", VALUES)
+    clash = await appender.append("ap-1", fp(b"f2"), entry("ap-1"))
     assert clash == (Outcome.CONFLICT, first.entry_id)
     assert await redis.xlen(stream_key(0)) == 1
     assert (appender.stats.appends, appender.stats.replays) == (1, 2)
@@ -46,7 +46,9 @@ async def test_outcomes_are_accepted_then_replayed_then_conflict(
 
 async def test_appends_of_one_loop_turn_share_one_round_trip(nodes: Nodes, redis: Redis) -> None:
     appender = StreamAppender(nodes, shards=4)
-    results = await asyncio.gather(*(appender.append(f"co-{i}", b"f", VALUES) for i in range(200)))
+    results = await asyncio.gather(
+        *(appender.append(f"co-{i}", fp(b"f"), entry(f"co-{i}")) for i in range(200))
+    )
     assert {r.outcome for r in results} == {Outcome.ACCEPTED}
     assert appender.stats.round_trips == 1  # four shards, one node: one round trip
     assert sum([await redis.xlen(stream_key(s)) for s in range(4)]) == 200
@@ -59,7 +61,7 @@ async def test_a_flushed_script_cache_is_reloaded_and_the_append_runs_once(
     appender = StreamAppender(nodes)
     await appender.load_script()
     await redis.script_flush()
-    appended = await appender.append("noscript-1", b"f", VALUES)
+    appended = await appender.append("noscript-1", fp(b"f"), entry("noscript-1"))
     assert appended.outcome is Outcome.ACCEPTED
     assert await redis.xlen(stream_key(0)) == 1
     await appender.close()
@@ -67,23 +69,29 @@ async def test_a_flushed_script_cache_is_reloaded_and_the_append_runs_once(
 
 async def test_purchases_beyond_the_waiting_limit_are_refused(nodes: Nodes) -> None:
     appender = StreamAppender(nodes, max_pending=2)
-    waiting = [asyncio.ensure_future(appender.append(f"lim-{i}", b"f", VALUES)) for i in range(2)]
+    waiting = [
+        asyncio.ensure_future(appender.append(f"lim-{i}", fp(b"f"), entry(f"lim-{i}")))
+        for i in range(2)
+    ]
     await asyncio.sleep(0)  # both queued, not yet sent
     with pytest.raises(Overloaded):
-        await appender.append("lim-2", b"f", VALUES)
+        await appender.append("lim-2", fp(b"f"), entry("lim-2"))
     assert {r.outcome for r in await asyncio.gather(*waiting)} == {Outcome.ACCEPTED}
     await appender.close()
 
 
-VALUES = (b"tx", b"a1", b"buyer", b"a2", b"seller", b"5", b"req", b"1")
-"""Entry values (core.entries.FIELDS); the appender does not look inside them."""
+def fp(label: bytes) -> bytes:
+    """A fingerprint: 8 bytes, as core.idempotency.fingerprint makes them."""
+    return label.ljust(8, b".")
+
+
+def entry(transaction_id: str) -> tuple[bytes, ...]:
+    """Entry values (core.entries.FIELDS), transaction_id first as the gateway gives it."""
+    return (transaction_id.encode(), b"a1", b"buyer", b"a2", b"seller", b"5", b"req", b"1")
 
 
 def purchases(prefix: str, n: int) -> list[tuple[str, bytes, tuple[bytes, ...]]]:
-    return [
-        (f"{prefix}-{i}", b"fp-%d" % i, (b"%s-%d" % (prefix.encode(), i), *VALUES[1:]))
-        for i in range(n)
-    ]
+    return [(f"{prefix}-{i}", fp(b"fp-%d" % i), entry(f"{prefix}-{i}")) for i in range(n)]
 
 
 async def evalsha_calls(redis: Redis) -> int:
@@ -116,12 +124,17 @@ async def test_batches_and_single_purchases_share_round_trips_and_idempotency(
     appender = StreamAppender(nodes)
     await appender.load_script()
     first = await appender.append_many(
-        [("dup", b"fp-a", VALUES), ("dup", b"fp-b", VALUES), ("dup", b"fp-a", VALUES)]
+        [
+            ("dup", fp(b"fp-a"), entry("dup")),
+            ("dup", fp(b"fp-b"), entry("dup")),
+            ("dup", fp(b"fp-a"), entry("dup")),
+        ]
     )
     assert [r.outcome for r in first] == [Outcome.ACCEPTED, Outcome.CONFLICT, Outcome.REPLAYED]
     assert first[1].entry_id == first[2].entry_id == first[0].entry_id
     single, batch = await asyncio.gather(
-        appender.append("dup", b"fp-a", VALUES), appender.append_many(purchases("mixed", 3))
+        appender.append("dup", fp(b"fp-a"), entry("dup")),
+        appender.append_many(purchases("mixed", 3)),
     )
     assert single.outcome is Outcome.REPLAYED and single.entry_id == first[0].entry_id
     assert [r.outcome for r in batch] == [Outcome.ACCEPTED] * 3
@@ -135,7 +148,9 @@ async def test_a_batch_that_does_not_fit_in_what_may_wait_is_refused_whole(
 ) -> None:
     appender = StreamAppender(nodes, max_pending=10)
     await appender.load_script()
-    waiting = asyncio.gather(*(appender.append(f"w-{i}", b"f", VALUES) for i in range(5)))
+    waiting = asyncio.gather(
+        *(appender.append(f"w-{i}", fp(b"f"), entry(f"w-{i}")) for i in range(5))
+    )
     await asyncio.sleep(0)  # the five are queued, not yet sent
     with pytest.raises(Overloaded):
         await appender.append_many(purchases("big", 6))
@@ -154,7 +169,7 @@ async def test_a_refusal_is_logged_and_answered_with_a_fixed_message(
     await redis.config_set("maxmemory", 1)  # below what is used: every write refused
     try:
         with pytest.raises(RedisUnavailable) as refused:
-            await appender.append("refused-1", b"f1", VALUES)
+            await appender.append("refused-1", fp(b"f1"), entry("refused-1"))
     finally:
         await redis.config_set("maxmemory", 0)
     message = refused.value.message

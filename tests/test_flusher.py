@@ -10,7 +10,7 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from core.constants import GROUP, STREAM, idempotency_key
+from core.constants import GROUP, STREAM
 from core.events import request_decoder
 from core.migrate import migrate
 from core.settings import Settings
@@ -20,7 +20,7 @@ from flusher.store import PurchaseStore
 from flusher.stream import GroupReader
 from flusher.worker import Flusher, decode_entries
 from tests.conftest import both_redis
-from tests.helpers import HttpClient, entry_fields, purchase
+from tests.helpers import HttpClient, entry_fields, forget_idempotency, purchase
 from tests.reconcile import wait_for_rows
 
 
@@ -116,7 +116,7 @@ async def test_transaction_id_seen_past_the_idempotency_window_is_recorded_not_w
 ) -> None:
     first = await client.post("/purchase", json=purchase("tx-late-retry", amount=100))
     await flusher.drain()
-    await redis.delete(idempotency_key(0, "tx-late-retry"))  # the window has passed
+    await forget_idempotency(redis, "tx-late-retry")  # the window has passed
     late = await client.post("/purchase", json=purchase("tx-late-retry", amount=999))
     assert late.status_code == 200
     assert "idempotent-replayed" not in late.headers

@@ -12,7 +12,7 @@ import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
-from core.constants import PAYLOAD_FIELD, STREAM, idempotency_key, shard_of, stream_key
+from core.constants import PAYLOAD_FIELD, STREAM, shard_of, stream_key
 from core.events import EventV1, Leg, encoder
 from core.groups import ensure_group
 from core.settings import Settings
@@ -20,7 +20,7 @@ from flusher.stream import GroupReader
 from flusher.worker import Flusher
 from ops.trace import trace_transaction
 from tests.conftest import both_redis, env_for
-from tests.helpers import ROOT, HttpClient, open_flusher, purchase
+from tests.helpers import ROOT, HttpClient, forget_idempotency, open_flusher, purchase
 
 
 def trace(settings: Settings, *args: str) -> tuple[int, Any]:
@@ -63,7 +63,7 @@ async def test_trace_follows_a_purchase_through_every_stage(
     assert persisted["persisted_entry_id"] == entry
 
     await redis.xtrim(STREAM, maxlen=0, approximate=False)
-    await redis.delete(idempotency_key(0, "traced"))
+    await forget_idempotency(redis, "traced")
     _, trimmed = trace(settings, "tx", "traced")
     assert (trimmed["stage"], trimmed["in_stream"]) == ("PERSISTED", False)
     assert trimmed["stream_entry_id"] == entry

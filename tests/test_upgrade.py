@@ -20,7 +20,7 @@ from core.settings import Settings
 from flusher.worker import Flusher
 from ops.trace import trace_transaction
 from tests.conftest import both_redis
-from tests.helpers import HttpClient, purchase, v1_entry
+from tests.helpers import HttpClient, idempotency_records, purchase, v1_entry
 
 OLD_APPEND = (Path(__file__).parent / "upgrade" / "append_943f4b2.lua").read_text()
 
@@ -79,3 +79,34 @@ async def test_old_format_entries_are_read_and_flushed_beside_new_ones(
     assert await pg.fetchval("SELECT count(*) FROM ledger_entries") == 4
     persisted = (await client.get("/transactions/up-old")).json()
     assert persisted["status"] == "PERSISTED"
+
+
+@both_redis
+async def test_old_idempotency_keys_still_make_retries_replays_or_conflicts(
+    client: HttpClient, redis: Redis
+) -> None:
+    replayed_entry = await old_gateway_append(redis, "up-replay", amount=500)
+    clashed_entry = await old_gateway_append(redis, "up-clash", amount=500)
+    batch_entry = await old_gateway_append(redis, "up-batch", amount=500)
+
+    replay = await client.post("/purchase", json=purchase("up-replay", amount=500))
+    assert replay.status_code == 200, replay.text
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.headers["x-stream-entry-id"] == replayed_entry
+
+    clash = await client.post("/purchase", json=purchase("up-clash", amount=501))
+    assert clash.status_code == 409, clash.text
+    assert clash.json()["error"] == "idempotency_conflict"
+
+    batch = await client.post(
+        "/purchases",
+        json=[purchase("up-batch", amount=500), purchase("up-batch", amount=7)],
+    )
+    assert batch.status_code == 200, batch.text
+    first, second = batch.json()
+    assert first["transaction_id"] == "up-batch"
+    assert second["error"] == "idempotency_conflict"
+
+    assert await redis.xlen(STREAM) == 3  # nothing appended again
+    assert clashed_entry != batch_entry
+    assert not await idempotency_records(redis, "up-replay")  # the old key still rules
