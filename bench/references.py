@@ -91,7 +91,7 @@ def redis_reference(
             calls = []
             for first in range(round_ * per_round, (round_ + 1) * per_round, batch):
                 ids = [f"ref-{run}-{i}" for i in range(first, first + batch)]
-                keys = [stream, *(idempotency_key(0, tid) for tid in ids)]
+                keys = [stream, *(idempotency_key(0, tid) for tid in ids if legacy)]
                 args: list[Any] = [900, b"0", bucket_width_s(900), REACH, b"1" if legacy else b"0"]
                 args += [idempotency_bucket_prefix(0), *SCRIPT_HEADER]
                 for tid in ids:

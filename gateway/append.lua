@@ -1,7 +1,8 @@
 -- Append a batch of purchases, each at most once per transaction_id, atomically.
 --
 -- KEYS[1]        the purchase stream
--- KEYS[i], i > 1 the legacy (943f4b2) idempotency key of purchase i-1, read only
+-- KEYS[p + 1]    with ARGV[5] "1" only: the legacy (943f4b2) idempotency key of purchase p,
+--                read only
 -- ARGV[1]        the idempotency window, in seconds
 -- ARGV[2]        "1" when a replay must write too (the gateway WAITs for replicas), else "0"
 -- ARGV[3]        the width of an idempotency bucket, in seconds
@@ -50,8 +51,8 @@ local function touch(key)
 end
 
 local out = {}
-for i = 2, #KEYS do
-    local a = 9 * i - 1  -- the fingerprint; the values follow, transaction_id first
+for p = 1, (#ARGV - 16) / 9 do
+    local a = 9 * p + 8  -- the fingerprint; the values follow, transaction_id first
     local tx = ARGV[a + 1]
     local prior, at
     for j = 0, reach do
@@ -63,22 +64,25 @@ for i = 2, #KEYS do
     end
     if prior then
         if replay_writes then touch(buckets[at]) end
-        out[i - 1] = '#' .. prior
+        out[p] = '#' .. prior
     else
-        if legacy then prior = redis.call('GET', KEYS[i]) end
+        if legacy then prior = redis.call('GET', KEYS[p + 1]) end
         if prior then
-            if replay_writes then touch(KEYS[i]) end
-            out[i - 1] = prior
+            if replay_writes then touch(KEYS[p + 1]) end
+            out[p] = prior
         else
             local id = redis.call('XADD', stream, '*', vf, v,
                 n1, tx, n2, ARGV[a + 2], n3, ARGV[a + 3], n4, ARGV[a + 4],
                 n5, ARGV[a + 5], n6, ARGV[a + 6], n7, ARGV[a + 7], n8, ARGV[a + 8])
             redis.call('HSET', buckets[0], tx, ARGV[a] .. id)
             if not expiry_set then
-                redis.call('EXPIREAT', buckets[0], expires)
+                -- A read per call; the write (propagated) once per bucket.
+                if redis.call('TTL', buckets[0]) < 0 then
+                    redis.call('EXPIREAT', buckets[0], expires)
+                end
                 expiry_set = true
             end
-            out[i - 1] = id
+            out[p] = id
         end
     end
 end

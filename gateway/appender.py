@@ -52,6 +52,7 @@ class Pending(NamedTuple):
     """One purchase waiting for its round trip (a tuple: one is built per purchase)."""
 
     key: bytes
+    """Its legacy idempotency key; empty when those are no longer honoured."""
     fingerprint: bytes
     values: tuple[bytes, ...]
     """The entry's values (core.entries.values)."""
@@ -81,8 +82,9 @@ class Part(NamedTuple):
     bulk: Bulk
     positions: list[int]
     keys: list[bytes]
+    """Their legacy idempotency keys, in order (none when those are no longer honoured)."""
     args: list[bytes]
-    """fingerprint, values..., fingerprint, values..., in the order of ``keys``."""
+    """fingerprint, values..., fingerprint, values..., in the order of ``positions``."""
 
 
 Unit = Pending | Part
@@ -123,6 +125,8 @@ class StreamAppender:
             b"1" if idempotency_legacy_keys else b"0",
         )
         self._bucket_prefixes = [idempotency_bucket_prefix(shard) for shard in range(shards)]
+        self._legacy_keys = idempotency_legacy_keys
+        """Name each purchase's legacy key to the script (else none: fewer bytes to parse)."""
         self._max_inflight = max_inflight
         self._max_pending = max_pending
         self._retry_after_s = retry_after_s
@@ -156,7 +160,7 @@ class StreamAppender:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Appended] = loop.create_future()
         shard = shard_of(transaction_id, self._shards)
-        key = idempotency_key(shard, transaction_id)
+        key = idempotency_key(shard, transaction_id) if self._legacy_keys else b""
         self._batches[shard].append(Pending(key, fingerprint, values, future))
         self._waiting += 1
         if not self._scheduled:
@@ -192,7 +196,8 @@ class StreamAppender:
             if part is None:
                 part = by_shard[shard] = ([], [], [])
             part[0].append(position)
-            part[1].append(idempotency_key(shard, transaction_id))
+            if self._legacy_keys:
+                part[1].append(idempotency_key(shard, transaction_id))
             part[2].append(fingerprint)
             part[2].extend(values)
         future: asyncio.Future[None] = loop.create_future()
@@ -291,11 +296,13 @@ class StreamAppender:
         for shard, items in batches.items():
             keys: list[bytes] = [self._streams[shard]]
             window, width, reach, legacy = self._idempotency
+            legacy_keys = self._legacy_keys
             prefix = self._bucket_prefixes[shard]
             args = [window, self._replay_writes, width, reach, legacy, prefix, *SCRIPT_HEADER]
             for item in items:
                 if isinstance(item, Pending):
-                    keys.append(item.key)
+                    if legacy_keys:
+                        keys.append(item.key)
                     args.append(item.fingerprint)
                     args += item.values
                 else:

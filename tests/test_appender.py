@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from core.constants import shard_of, stream_key
+from core.constants import idempotency_key, shard_of, stream_key
 from core.entries import FIELDS, VERSION, VERSION_FIELD
 from core.idempotency import Outcome
 from core.settings import Settings
@@ -176,4 +176,23 @@ async def test_a_refusal_is_logged_and_answered_with_a_fixed_message(
     assert "OOM" not in message and "maxmemory" not in message, message
     assert "purchase store unavailable" in message
     assert "OOM" in caplog.text
+    await appender.close()
+
+
+async def test_with_legacy_keys_off_records_still_decide_and_legacy_keys_are_ignored(
+    nodes: Nodes, redis: Redis
+) -> None:
+    appender = StreamAppender(nodes, idempotency_legacy_keys=False)
+    await redis.set(idempotency_key(0, "legacy-off"), b"0" * 32 + b"|1-1", ex=60)
+    first = await appender.append("legacy-off", fp(b"a"), entry("legacy-off"))
+    assert first.outcome is Outcome.ACCEPTED  # the old key is not read any more
+    [again, clash] = await appender.append_many(
+        [
+            ("legacy-off", fp(b"a"), entry("legacy-off")),
+            ("legacy-off", fp(b"b"), entry("legacy-off")),
+        ]
+    )
+    assert again == (Outcome.REPLAYED, first.entry_id)
+    assert clash.outcome is Outcome.CONFLICT
+    assert await redis.xlen(stream_key(0)) == 1
     await appender.close()
