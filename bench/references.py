@@ -51,7 +51,7 @@ def process_cpu(pid: int) -> float:
     return total
 
 
-def _values() -> Callable[[str], tuple[bytes, ...]]:
+def _values() -> Callable[[str], tuple[Any, ...]]:
     """The entry values the gateway would append for SAMPLE, with another transaction_id."""
     request: PurchaseRequest = request_decoder.decode(SAMPLE)
     _, *rest = values(request, "0123456789ab-1f", time.time_ns() // 1000)

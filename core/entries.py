@@ -21,6 +21,9 @@ from core.events import PurchaseEvent, PurchaseRequest, v1_decoder
 
 Fields = dict[bytes, bytes]
 """A stream entry's fields as redis-py returns them (names and values as bytes)."""
+Values = tuple[str | int, ...]
+"""A purchase's values as the gateway sends them: str and int, which the client library
+encodes in C (hiredis) while packing the command, cheaper than ``.encode()`` each here."""
 
 VERSION_FIELD: Final = b"v"
 VERSION: Final = b"2"
@@ -42,18 +45,18 @@ V1_FIELD: Final = PAYLOAD_FIELD.encode()
 _NAMES: Final = tuple(name.decode() for name in FIELDS)
 
 
-def values(req: PurchaseRequest, request_id: str, accepted_at_us: int) -> tuple[bytes, ...]:
+def values(req: PurchaseRequest, request_id: str, accepted_at_us: int) -> Values:
     """A purchase's values in ``FIELDS`` order, as append.lua writes them."""
     customer, seller = req.customer_info, req.seller_info
     return (
-        req.transaction_id.encode(),
-        customer.customer_account.encode(),
-        customer.customer_name.encode(),
-        seller.seller_account.encode(),
-        seller.seller_name.encode(),
-        b"%d" % customer.ammount,
-        request_id.encode(),
-        b"%d" % accepted_at_us,
+        req.transaction_id,
+        customer.customer_account,
+        customer.customer_name,
+        seller.seller_account,
+        seller.seller_name,
+        customer.ammount,
+        request_id,
+        accepted_at_us,
     )
 
 

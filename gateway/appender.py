@@ -30,7 +30,7 @@ from typing import Final, NamedTuple, cast
 from redis.exceptions import NoScriptError, RedisError
 
 from core.constants import idempotency_bucket_prefix, idempotency_key, shard_of, stream_key
-from core.entries import FIELDS, SCRIPT_HEADER
+from core.entries import FIELDS, SCRIPT_HEADER, Values
 from core.idempotency import REACH, Appended, Outcome, bucket_width_s, outcome
 from core.logs import Sparse
 from core.redis_clients import REDIS_UNAVAILABLE
@@ -54,7 +54,7 @@ class Pending(NamedTuple):
     key: bytes
     """Its legacy idempotency key; empty when those are no longer honoured."""
     fingerprint: bytes
-    values: tuple[bytes, ...]
+    values: Values
     """The entry's values (core.entries.values)."""
     future: asyncio.Future[Appended]
 
@@ -83,7 +83,7 @@ class Part(NamedTuple):
     positions: list[int]
     keys: list[bytes]
     """Their legacy idempotency keys, in order (none when those are no longer honoured)."""
-    args: list[bytes]
+    args: list[Arg]
     """fingerprint, values..., fingerprint, values..., in the order of ``positions``."""
 
 
@@ -148,9 +148,7 @@ class StreamAppender:
         for pipe in self._nodes.all():
             await pipe.call(b"SCRIPT", b"LOAD", APPEND_SCRIPT)
 
-    async def append(
-        self, transaction_id: str, fingerprint: bytes, values: tuple[bytes, ...]
-    ) -> Appended:
+    async def append(self, transaction_id: str, fingerprint: bytes, values: Values) -> Appended:
         """Append one purchase unless its transaction_id is known; once Redis confirmed it,
         the outcome: accepted, replayed (same fingerprint as the first time) or conflict."""
         if self._waiting >= self._max_pending:
@@ -168,9 +166,7 @@ class StreamAppender:
             loop.call_soon(self._dispatch)
         return await future
 
-    async def append_many(
-        self, purchases: list[tuple[str, bytes, tuple[bytes, ...]]]
-    ) -> list[Appended]:
+    async def append_many(self, purchases: list[tuple[str, bytes, Values]]) -> list[Appended]:
         """Append many purchases (transaction_id, fingerprint, values), each unless its
         transaction_id is known, in order; once Redis confirmed every one of them.
 
@@ -188,7 +184,7 @@ class StreamAppender:
                 f"{self._waiting} purchases already waiting for Redis", self._retry_after_s
             )
         loop = asyncio.get_running_loop()
-        by_shard: dict[int, tuple[list[int], list[bytes], list[bytes]]] = {}
+        by_shard: dict[int, tuple[list[int], list[bytes], list[Arg]]] = {}
         shards = self._shards
         for position, (transaction_id, fingerprint, values) in enumerate(purchases):
             shard = shard_of(transaction_id, shards) if shards > 1 else 0
@@ -276,7 +272,7 @@ class StreamAppender:
                     continue
                 results, args, bulk = item.bulk.results, item.args, item.bulk
                 for j, position in enumerate(item.positions):
-                    results[position] = self._judged(reply[at], args[STRIDE * j])
+                    results[position] = self._judged(reply[at], cast(bytes, args[STRIDE * j]))
                     at += 1
                 bulk.left -= 1
                 if not bulk.left and not bulk.future.done():
@@ -298,7 +294,8 @@ class StreamAppender:
             window, width, reach, legacy = self._idempotency
             legacy_keys = self._legacy_keys
             prefix = self._bucket_prefixes[shard]
-            args = [window, self._replay_writes, width, reach, legacy, prefix, *SCRIPT_HEADER]
+            args: list[Arg] = [window, self._replay_writes, width, reach, legacy, prefix]
+            args += SCRIPT_HEADER
             for item in items:
                 if isinstance(item, Pending):
                     if legacy_keys:

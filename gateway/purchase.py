@@ -9,6 +9,7 @@ from typing import Final
 
 import msgspec
 
+from core.entries import Values
 from core.entries import values as entry_values
 from core.events import PurchaseRequest, encoder, request_decoder
 from core.idempotency import Appended, Outcome, fingerprint
@@ -106,7 +107,7 @@ class PurchaseHandler:
         request_id = self._request_ids.accept_or_make(client_request_id)
         results: list[object] = [None] * len(requests)
         pending: list[tuple[int, PurchaseRequest]] = []
-        purchases: list[tuple[str, bytes, tuple[bytes, ...]]] = []
+        purchases: list[tuple[str, bytes, Values]] = []
         accepted_at_us = time.time_ns() // 1000
         for index, request in enumerate(requests):
             if isinstance(request, HTTPError):
