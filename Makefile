@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install run test lint format clean reconcile trace stream bench bench-quick bench-soak bench-ack-modes bench-reads bench-cluster bench-console
+.PHONY: install run test lint format clean reconcile trace stream bench bench-quick bench-soak bench-ack-modes bench-reads bench-cluster bench-console bench-footprint
 
 # `make run` needs the service and the embedded servers; tests, lint and benchmarks need
 # the development tools too. One virtualenv, two stamps.
@@ -70,6 +70,9 @@ bench-cluster: install
 
 bench-console: install
 	$(BIN)/python -m bench.console_cost
+
+bench-footprint: install
+	$(BIN)/python -m bench.footprint
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

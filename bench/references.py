@@ -1,7 +1,7 @@
 """The least a stage can cost, measured on the same servers in the same run.
 
-- Redis: the append script (``gateway/append.lua``: idempotency check, XADD, SET … EX per
-  purchase) against a pipelined plain ``XADD`` of the same payload, both in batches as the
+- Redis: the append script (``gateway/append.lua``: idempotency check, XADD, idempotency
+  record per purchase) against a pipelined plain ``XADD`` of the same entry, both in batches as the
   gateway sends them; Redis's own CPU per entry, from INFO CPU.
 - PostgreSQL: a bare ``COPY`` of one row per purchase, in transactions of the flusher's
   batch size, into a table shaped like ``transactions`` with a primary key and both
@@ -21,8 +21,10 @@ import asyncpg
 import psutil
 from redis import Redis
 
-from core.constants import idempotency_key
-from core.events import PurchaseRequest, encoder, event_from_request, request_decoder
+from core.constants import idempotency_bucket_prefix, idempotency_key
+from core.entries import FIELDS, SCRIPT_HEADER, VERSION, VERSION_FIELD, values
+from core.events import PurchaseRequest, request_decoder
+from core.idempotency import REACH, bucket_width_s
 from gateway.appender import APPEND_SCRIPT
 
 SAMPLE = (
@@ -49,12 +51,11 @@ def process_cpu(pid: int) -> float:
     return total
 
 
-def _payloads() -> Callable[[str], bytes]:
-    """The stream payload the gateway would append for SAMPLE, with another transaction_id."""
+def _values() -> Callable[[str], tuple[Any, ...]]:
+    """The entry values the gateway would append for SAMPLE, with another transaction_id."""
     request: PurchaseRequest = request_decoder.decode(SAMPLE)
-    event = event_from_request(request, "0123456789abcdef0123456789abcdef", time.time_ns() // 1000)
-    base = encoder.encode(event)
-    return lambda transaction_id: base.replace(b'"ref-0"', encoder.encode(transaction_id))
+    _, *rest = values(request, "0123456789ab-1f", time.time_ns() // 1000)
+    return lambda transaction_id: (transaction_id.encode(), *rest)
 
 
 def redis_cpu(client: Redis) -> float:
@@ -65,15 +66,15 @@ def redis_cpu(client: Redis) -> float:
 
 
 def redis_reference(
-    url: str, entries: int, batch: int = 100, calls_per_trip: int = 10
+    url: str, entries: int, batch: int = 100, calls_per_trip: int = 10, *, legacy: bool = True
 ) -> dict[str, Any]:
     """Redis CPU µs per entry: the append script vs a plain XADD of the same payload.
 
     The two alternate in ten rounds, so whatever else the machine does falls on both."""
     client = Redis.from_url(url)
     run = f"{time.time_ns()}"
-    fingerprint = b"0" * 32
-    _payload = _payloads()
+    fingerprint = b"0" * 8
+    _entry = _values()
     script_s = xadd_s = 0.0
     rounds = 10
     per_round = max(batch, entries // rounds)
@@ -81,15 +82,20 @@ def redis_reference(
         sha = client.script_load(APPEND_SCRIPT)
         stream, plain = f"bench:ref:script:{run}", f"bench:ref:xadd:{run}"
         pipe = client.pipeline(transaction=False)
-        payloads = [_payload(f"ref-{run}-x{i}") for i in range(batch)]
+        names = (VERSION_FIELD, *FIELDS)
+        entries_ = [
+            dict(zip(names, (VERSION, *_entry(f"ref-{run}-x{i}")), strict=True))
+            for i in range(batch)
+        ]
         for round_ in range(rounds):
             calls = []
             for first in range(round_ * per_round, (round_ + 1) * per_round, batch):
                 ids = [f"ref-{run}-{i}" for i in range(first, first + batch)]
-                keys = [stream, *(idempotency_key(0, tid) for tid in ids)]
-                args: list[Any] = [900, b"0"]
+                keys = [stream, *(idempotency_key(0, tid) for tid in ids if legacy)]
+                args: list[Any] = [900, b"0", bucket_width_s(900), REACH, b"1" if legacy else b"0"]
+                args += [idempotency_bucket_prefix(0), *SCRIPT_HEADER]
                 for tid in ids:
-                    args += [fingerprint, _payload(tid)]
+                    args += [fingerprint, *_entry(tid)]
                 calls.append((len(keys), keys, args))
             started = redis_cpu(client)
             for n, keys, args in calls:
@@ -101,8 +107,8 @@ def redis_reference(
 
             started = redis_cpu(client)
             for _ in range(per_round // batch):
-                for payload in payloads:
-                    pipe.xadd(plain, {"p": payload})
+                for fields in entries_:
+                    pipe.xadd(plain, fields)  # type: ignore[arg-type]
                 if len(pipe) >= batch * calls_per_trip:
                     pipe.execute()
             pipe.execute()

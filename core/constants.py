@@ -11,8 +11,22 @@ def stream_key(shard: int) -> str:
     return f"monokera:{{{shard}}}:purchases"
 
 
+def idempotency_bucket(shard: int, start_s: int) -> bytes:
+    """The hash of shard ``shard``'s idempotency records accepted from ``start_s`` (unix
+    seconds) on, one field per transaction_id (core/idempotency.py). Its hash tag is the
+    stream's: the append script touches both in one cluster slot."""
+    return b"monokera:{%d}:idempotency:%d" % (shard, start_s)
+
+
+def idempotency_bucket_prefix(shard: int) -> bytes:
+    """``idempotency_bucket`` without its start: append.lua completes it."""
+    return b"monokera:{%d}:idempotency:" % shard
+
+
 def idempotency_key(shard: int, transaction_id: str) -> bytes:
-    """The key that makes retries of ``transaction_id`` safe (value: fingerprint|entry id)."""
+    """Up to 943f4b2, the one key per purchase that made its retries safe (value:
+    fingerprint|entry id, in hex). Read only now, while such keys may still be live after
+    an upgrade (``MONOKERA_IDEMPOTENCY_LEGACY_KEYS``); no bucket name starts with it."""
     return b"monokera:{%d}:idem:" % shard + transaction_id.encode()
 
 
@@ -31,7 +45,7 @@ GROUP: Final = "flusher"
 """The consumer group whose members copy stream entries into PostgreSQL."""
 
 PAYLOAD_FIELD: Final = "p"
-"""The single field of a stream entry; its value is an encoded ``PurchaseEvent``."""
+"""The single field of a format-1 stream entry (JSON); core/entries.py reads it still."""
 
 PG_MIGRATION_LOCK: Final = 0x4D4F4E4F
 """Advisory-lock key that serialises migrations between processes ("MONO")."""

@@ -3,9 +3,9 @@
 ``PurchaseRequest`` is the seed service's request schema (``ammount`` is spelled that way on
 the wire); constraints are checked while decoding. What the gateway answers is its own
 (gateway/views.py). ``PurchaseEvent`` is the stream entry the
-gateway appends and the flusher reads: one entry carries both legs of the double entry, so a
-debit can never exist without its credit. New event fields must get defaults so that entries
-already in the stream still decode.
+gateway appends and the flusher reads: one entry holds the whole purchase, so a debit can
+never exist without its credit. Its layout in the stream, and the older layouts still read,
+are core/entries.py's.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=_PRINTABLE)]
 Account = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+(?!\n)$")]
 Amount = Annotated[int, Meta(gt=0, le=10**15, description="minor units")]
 Direction = Literal["DEBIT", "CREDIT"]
-
-EVENT_VERSION: Final = 1
 
 
 class CustomerInfo(msgspec.Struct, forbid_unknown_fields=True):
@@ -57,45 +55,81 @@ class Leg(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     amount: Amount
 
 
-class PurchaseEvent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """One stream entry: a purchase and both of its legs."""
+RequestId = Annotated[str, Meta(max_length=80, pattern=_PRINTABLE)]  # id[:item]
+AcceptedAtUs = Annotated[int, Meta(ge=0, lt=253_402_300_800_000_000)]  # before year 10000
 
-    v: int = EVENT_VERSION
+
+class PurchaseEvent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One stream entry: a purchase, each value once. Its two legs (the buyer debited, the
+    seller credited, by the same amount) follow from it, so they are derived where they are
+    read rather than stored (core/entries.py holds the stream entry's layout)."""
+
+    transaction_id: TransactionId
+    customer_account: Account
+    customer_name: Name
+    seller_account: Account
+    seller_name: Name
+    amount: Amount
+    request_id: RequestId
+    accepted_at_us: AcceptedAtUs
+
+    @property
+    def debit(self) -> Leg:
+        return Leg(self.customer_account, "DEBIT", self.amount)
+
+    @property
+    def credit(self) -> Leg:
+        return Leg(self.seller_account, "CREDIT", self.amount)
+
+    @property
+    def legs(self) -> tuple[Leg, Leg]:
+        return self.debit, self.credit
+
+
+class EventV1(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The stream entry up to format 1: one JSON text with both legs in full. Entries of
+    that format still in a stream after an upgrade are decoded through it."""
+
+    v: int = 1
     transaction_id: TransactionId
     customer_name: Name
     seller_name: Name
     legs: tuple[Leg, Leg]
-    request_id: Annotated[str, Meta(max_length=80, pattern=_PRINTABLE)]  # id[:item]
-    accepted_at_us: Annotated[int, Meta(ge=0, lt=253_402_300_800_000_000)]  # before year 10000
+    request_id: RequestId
+    accepted_at_us: AcceptedAtUs
 
-    @property
-    def debit(self) -> Leg:
-        return self.legs[0]
-
-    @property
-    def credit(self) -> Leg:
-        return self.legs[1]
-
-    @property
-    def amount(self) -> int:
-        return self.legs[0].amount
+    def upgraded(self) -> PurchaseEvent:
+        """The same purchase; ValueError if its legs are not one debit and its credit."""
+        debit, credit = self.legs
+        if (debit.direction, credit.direction) != ("DEBIT", "CREDIT") or (
+            debit.amount != credit.amount
+        ):
+            raise ValueError("legs are not a debit and a credit of one amount")
+        return PurchaseEvent(
+            transaction_id=self.transaction_id,
+            customer_account=debit.account,
+            customer_name=self.customer_name,
+            seller_account=credit.account,
+            seller_name=self.seller_name,
+            amount=debit.amount,
+            request_id=self.request_id,
+            accepted_at_us=self.accepted_at_us,
+        )
 
 
 def event_from_request(req: PurchaseRequest, request_id: str, accepted_at_us: int) -> PurchaseEvent:
-    amount = req.customer_info.ammount
     return PurchaseEvent(
         transaction_id=req.transaction_id,
+        customer_account=req.customer_info.customer_account,
         customer_name=req.customer_info.customer_name,
+        seller_account=req.seller_info.seller_account,
         seller_name=req.seller_info.seller_name,
-        legs=(
-            Leg(req.customer_info.customer_account, "DEBIT", amount),
-            Leg(req.seller_info.seller_account, "CREDIT", amount),
-        ),
+        amount=req.customer_info.ammount,
         request_id=request_id,
         accepted_at_us=accepted_at_us,
     )
 
 
 request_decoder: Final = msgspec.json.Decoder(PurchaseRequest)
-event_decoder: Final = msgspec.json.Decoder(PurchaseEvent)
+v1_decoder: Final = msgspec.json.Decoder(EventV1)
 encoder: Final = msgspec.json.Encoder()

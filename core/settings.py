@@ -57,6 +57,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     append_max_inflight: Positive = 4
     retry_after_s: Positive = 1
     idempotency_ttl_s: Positive = 900
+    idempotency_legacy_keys: bool = True
+    """Also honour 943f4b2's per-purchase idempotency keys (one GET more per purchase).
+    Turn off once the window has passed since the last gateway of that version stopped:
+    every such key has expired by then."""
     append_max_pending: Positive = 10_000
     backlog_max_age_s: PositiveFloat = 300.0
     """Refuse on age only while no flusher has made progress for ``backlog_stall_s``."""

@@ -7,15 +7,14 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from core.constants import GROUP, PAYLOAD_FIELD, stream_key
+from core.constants import GROUP, stream_key
+from core.entries import Fields
 from core.groups import ensure_group
 from core.redis_clients import is_cluster
 from core.replies import format_id, parse_id, text
 
-Entry = tuple[str, bytes | None]
-"""A stream entry id and its payload (None when the entry has no payload field)."""
-
-_FIELD = PAYLOAD_FIELD.encode()
+Entry = tuple[str, Fields | None]
+"""A stream entry id and its fields (None when it has none: deleted or trimmed)."""
 
 
 def _entries(raw: list[Any]) -> list[Entry]:
@@ -26,7 +25,7 @@ def _entries(raw: list[Any]) -> list[Entry]:
         entry_id, fields = item
         eid = text(entry_id)
         # A pending entry that was trimmed or deleted comes back with no fields.
-        out.append((eid, (fields or {}).get(_FIELD)))
+        out.append((eid, fields or None))
     return out
 
 

@@ -20,7 +20,7 @@ import msgspec
 from redis.exceptions import ResponseError
 
 from core.cache_version import BatchHold
-from core.events import event_decoder
+from core.entries import decode, raw
 from core.flusher_stats import publish_stats
 from core.groups import is_missing_stream
 from core.heartbeat import Heartbeat
@@ -74,14 +74,14 @@ class FlusherStats:
 def decode_entries(entries: list[Entry]) -> tuple[list[Decoded], list[Undecodable]]:
     good: list[Decoded] = []
     bad: list[Undecodable] = []
-    for entry_id, payload in entries:
-        if payload is None:
+    for entry_id, fields in entries:
+        if fields is None:
             bad.append(Undecodable(entry_id, b"", "entry has no payload (deleted or trimmed)"))
             continue
         try:
-            good.append(Decoded(entry_id, event_decoder.decode(payload)))
+            good.append(Decoded(entry_id, decode(fields)))
         except (msgspec.DecodeError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-            bad.append(Undecodable(entry_id, payload, f"undecodable event: {exc}"))
+            bad.append(Undecodable(entry_id, raw(fields), f"undecodable event: {exc}"))
     return good, bad
 
 

@@ -7,15 +7,16 @@ shards in one pipelined round trip, and each request gets its own future back. W
 next batch, which is sent as soon as one returns: under load the batches grow instead of
 the round trips multiplying.
 
-The script checks each purchase's idempotency key and appends it in the same atomic step,
-so concurrent retries of one transaction_id produce exactly one stream entry. A purchase's
-shard is a stable hash of its transaction_id, and its idempotency key shares the shard
+The script checks each purchase's idempotency record and appends it in the same atomic
+step, so concurrent retries of one transaction_id produce exactly one stream entry. A
+purchase's shard is a stable hash of its transaction_id, and its idempotency bucket (and
+943f4b2's per-purchase key, still honoured after an upgrade) shares the shard
 stream's hash tag, so the script stays atomic on a Redis Cluster too.
 
 With ``ack_replicas`` each round trip ends with ``WAIT``, which waits for this connection's
 own last write. A replay found the purchase written earlier, perhaps by another connection
 or gateway; so that its ``WAIT`` covers that entry too, the script then writes on replays
-as well (it sets the idempotency key's expiry again, to the same instant).
+as well (it sets the record's bucket's expiry again, to the same instant).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from typing import Final, NamedTuple, cast
 
 from redis.exceptions import NoScriptError, RedisError
 
-from core.constants import idempotency_key, shard_of, stream_key
-from core.idempotency import Appended, Outcome, outcome
+from core.constants import idempotency_bucket_prefix, idempotency_key, shard_of, stream_key
+from core.entries import FIELDS, SCRIPT_HEADER, Values
+from core.idempotency import REACH, Appended, Outcome, bucket_width_s, outcome
 from core.logs import Sparse
 from core.redis_clients import REDIS_UNAVAILABLE
 from gateway.errors import NOT_REPLICATED, STORE_UNAVAILABLE, Overloaded, RedisUnavailable
@@ -40,6 +42,8 @@ from gateway.redis_pipe import Arg, RedisPipe, Reply
 APPEND_SCRIPT: Final = (files("gateway") / "append.lua").read_bytes()
 APPEND_SHA: Final = hashlib.sha1(APPEND_SCRIPT).hexdigest()
 ACCEPTED: Final = Outcome.ACCEPTED
+STRIDE: Final = 1 + len(FIELDS)
+"""Script arguments per purchase: its fingerprint, then its entry values."""
 
 log = logging.getLogger("gateway.appender")
 
@@ -48,8 +52,10 @@ class Pending(NamedTuple):
     """One purchase waiting for its round trip (a tuple: one is built per purchase)."""
 
     key: bytes
+    """Its legacy idempotency key; empty when those are no longer honoured."""
     fingerprint: bytes
-    payload: bytes
+    values: Values
+    """The entry's values (core.entries.values)."""
     future: asyncio.Future[Appended]
 
 
@@ -76,8 +82,9 @@ class Part(NamedTuple):
     bulk: Bulk
     positions: list[int]
     keys: list[bytes]
-    args: list[bytes]
-    """fingerprint, payload, fingerprint, payload, ... in the order of ``keys``."""
+    """Their legacy idempotency keys, in order (none when those are no longer honoured)."""
+    args: list[Arg]
+    """fingerprint, values..., fingerprint, values..., in the order of ``positions``."""
 
 
 Unit = Pending | Part
@@ -100,6 +107,7 @@ class StreamAppender:
         *,
         shards: int = 1,
         idempotency_ttl_s: int = 900,
+        idempotency_legacy_keys: bool = True,
         max_inflight: int = 4,
         max_pending: int = 10_000,
         retry_after_s: int = 1,
@@ -110,7 +118,15 @@ class StreamAppender:
         self._nodes = nodes
         self._shards = shards
         self._streams = [stream_key(shard).encode() for shard in range(shards)]
-        self._ttl = str(idempotency_ttl_s).encode()
+        self._idempotency = (
+            b"%d" % idempotency_ttl_s,
+            b"%d" % bucket_width_s(idempotency_ttl_s),
+            b"%d" % REACH,
+            b"1" if idempotency_legacy_keys else b"0",
+        )
+        self._bucket_prefixes = [idempotency_bucket_prefix(shard) for shard in range(shards)]
+        self._legacy_keys = idempotency_legacy_keys
+        """Name each purchase's legacy key to the script (else none: fewer bytes to parse)."""
         self._max_inflight = max_inflight
         self._max_pending = max_pending
         self._retry_after_s = retry_after_s
@@ -132,7 +148,7 @@ class StreamAppender:
         for pipe in self._nodes.all():
             await pipe.call(b"SCRIPT", b"LOAD", APPEND_SCRIPT)
 
-    async def append(self, transaction_id: str, fingerprint: bytes, payload: bytes) -> Appended:
+    async def append(self, transaction_id: str, fingerprint: bytes, values: Values) -> Appended:
         """Append one purchase unless its transaction_id is known; once Redis confirmed it,
         the outcome: accepted, replayed (same fingerprint as the first time) or conflict."""
         if self._waiting >= self._max_pending:
@@ -142,16 +158,16 @@ class StreamAppender:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Appended] = loop.create_future()
         shard = shard_of(transaction_id, self._shards)
-        key = idempotency_key(shard, transaction_id)
-        self._batches[shard].append(Pending(key, fingerprint, payload, future))
+        key = idempotency_key(shard, transaction_id) if self._legacy_keys else b""
+        self._batches[shard].append(Pending(key, fingerprint, values, future))
         self._waiting += 1
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._dispatch)
         return await future
 
-    async def append_many(self, purchases: list[tuple[str, bytes, bytes]]) -> list[Appended]:
-        """Append many purchases (transaction_id, fingerprint, payload), each unless its
+    async def append_many(self, purchases: list[tuple[str, bytes, Values]]) -> list[Appended]:
+        """Append many purchases (transaction_id, fingerprint, values), each unless its
         transaction_id is known, in order; once Redis confirmed every one of them.
 
         One future for the whole list, and per shard one unit in that shard's next script
@@ -168,16 +184,18 @@ class StreamAppender:
                 f"{self._waiting} purchases already waiting for Redis", self._retry_after_s
             )
         loop = asyncio.get_running_loop()
-        by_shard: dict[int, tuple[list[int], list[bytes], list[bytes]]] = {}
+        by_shard: dict[int, tuple[list[int], list[bytes], list[Arg]]] = {}
         shards = self._shards
-        for position, (transaction_id, fingerprint, payload) in enumerate(purchases):
+        for position, (transaction_id, fingerprint, values) in enumerate(purchases):
             shard = shard_of(transaction_id, shards) if shards > 1 else 0
             part = by_shard.get(shard)
             if part is None:
                 part = by_shard[shard] = ([], [], [])
             part[0].append(position)
-            part[1].append(idempotency_key(shard, transaction_id))
-            part[2].extend((fingerprint, payload))
+            if self._legacy_keys:
+                part[1].append(idempotency_key(shard, transaction_id))
+            part[2].append(fingerprint)
+            part[2].extend(values)
         future: asyncio.Future[None] = loop.create_future()
         bulk = Bulk(future, len(purchases), len(by_shard))
         for shard, (positions, keys, args) in by_shard.items():
@@ -254,7 +272,7 @@ class StreamAppender:
                     continue
                 results, args, bulk = item.bulk.results, item.args, item.bulk
                 for j, position in enumerate(item.positions):
-                    results[position] = self._judged(reply[at], args[2 * j])
+                    results[position] = self._judged(reply[at], cast(bytes, args[STRIDE * j]))
                     at += 1
                 bulk.left -= 1
                 if not bulk.left and not bulk.future.done():
@@ -273,12 +291,17 @@ class StreamAppender:
         commands: list[tuple[Arg, ...]] = []
         for shard, items in batches.items():
             keys: list[bytes] = [self._streams[shard]]
-            args: list[bytes] = [self._ttl, self._replay_writes]
+            window, width, reach, legacy = self._idempotency
+            legacy_keys = self._legacy_keys
+            prefix = self._bucket_prefixes[shard]
+            args: list[Arg] = [window, self._replay_writes, width, reach, legacy, prefix]
+            args += SCRIPT_HEADER
             for item in items:
                 if isinstance(item, Pending):
-                    keys.append(item.key)
+                    if legacy_keys:
+                        keys.append(item.key)
                     args.append(item.fingerprint)
-                    args.append(item.payload)
+                    args += item.values
                 else:
                     keys += item.keys
                     args += item.args

@@ -1,4 +1,4 @@
-"""POST /purchase: decode, append both legs as one stream entry, answer the seed's body."""
+"""POST /purchase: decode, append the purchase as one stream entry, answer the seed's body."""
 
 from __future__ import annotations
 
@@ -9,12 +9,9 @@ from typing import Final
 
 import msgspec
 
-from core.events import (
-    PurchaseRequest,
-    encoder,
-    event_from_request,
-    request_decoder,
-)
+from core.entries import Values
+from core.entries import values as entry_values
+from core.events import PurchaseRequest, encoder, request_decoder
 from core.idempotency import Appended, Outcome, fingerprint
 from gateway.appender import StreamAppender
 from gateway.backlog import BacklogMonitor
@@ -110,19 +107,18 @@ class PurchaseHandler:
         request_id = self._request_ids.accept_or_make(client_request_id)
         results: list[object] = [None] * len(requests)
         pending: list[tuple[int, PurchaseRequest]] = []
-        purchases: list[tuple[str, bytes, bytes]] = []
+        purchases: list[tuple[str, bytes, Values]] = []
         accepted_at_us = time.time_ns() // 1000
         for index, request in enumerate(requests):
             if isinstance(request, HTTPError):
                 results[index] = error_object(request)
                 continue
-            event = event_from_request(request, f"{request_id}:{index}", accepted_at_us)
             pending.append((index, request))
             purchases.append(
                 (
                     request.transaction_id,
                     fingerprint(encoder.encode(request)),
-                    encoder.encode(event),
+                    entry_values(request, f"{request_id}:{index}", accepted_at_us),
                 )
             )
         # Not acknowledged if this raises (Redis away, overloaded): retrying the whole
@@ -161,9 +157,10 @@ class PurchaseHandler:
         return content_length, client_request_id
 
     async def _append(self, request: PurchaseRequest, request_id: str) -> Appended:
-        event = event_from_request(request, request_id, time.time_ns() // 1000)
         appended = await self._appender.append(
-            request.transaction_id, fingerprint(encoder.encode(request)), encoder.encode(event)
+            request.transaction_id,
+            fingerprint(encoder.encode(request)),
+            entry_values(request, request_id, time.time_ns() // 1000),
         )
         if self._log_purchases:
             self._log(request, request_id, appended)

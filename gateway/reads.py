@@ -6,11 +6,12 @@ import base64
 import logging
 import struct
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
-from core.constants import PAYLOAD_FIELD, transaction_cache_key
+from core.constants import transaction_cache_key
+from core.entries import Fields, from_reply
 from core.idempotency import find_accepted
 from core.logs import Sparse
 from core.redis_clients import REDIS_UNAVAILABLE
@@ -19,6 +20,7 @@ from gateway.errors import InvalidQuery, NotFound, RedisUnavailable
 from gateway.history import HistoryKey, HistoryStore
 from gateway.nodes import Nodes
 from gateway.params import AccountPath, HistoryParams, TransactionPath, decode
+from gateway.redis_pipe import Arg
 from gateway.responses import Response, json_response
 from gateway.types import Receive, Scope
 from gateway.views import CustomerReceipt, HistoryPage, LegView, SellerReceipt, TransactionView
@@ -26,7 +28,6 @@ from gateway.views import CustomerReceipt, HistoryPage, LegView, SellerReceipt, 
 log = logging.getLogger("gateway.reads")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _encoder: Final = msgspec.json.Encoder()
-_PAYLOAD: Final = PAYLOAD_FIELD.encode()
 _CURSOR_BYTES: Final = struct.Struct(">qq")  # microseconds since the epoch, entry_id
 _MIN_US: Final = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 _MAX_US: Final = (datetime(9999, 12, 31, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
@@ -56,20 +57,16 @@ class NodeLookups:
     def __init__(self, nodes: Nodes) -> None:
         self._nodes = nodes
 
-    async def marker(self, key: bytes) -> bytes | None:
-        marker: bytes | None = await self._nodes.pipe_for(key).call(b"GET", key)
-        return marker
+    async def records(self, buckets: list[bytes], field: bytes, legacy: bytes) -> list[Any]:
+        commands: list[tuple[Arg, ...]] = [(b"HGET", bucket, field) for bucket in buckets]
+        commands.append((b"GET", legacy))
+        return await self._nodes.pipe_for(legacy).call_many(commands)
 
-    async def payload(self, stream: bytes, entry_id: bytes) -> bytes | None:
+    async def entry(self, stream: bytes, entry_id: bytes) -> Fields | None:
         entries = await self._nodes.pipe_for(stream).call(b"XRANGE", stream, entry_id, entry_id)
-        if not entries:
+        if not entries or not entries[0][1]:
             return None
-        fields = entries[0][1]  # [field, value, field, value, ...]
-        for at in range(0, len(fields) - 1, 2):
-            if fields[at] == _PAYLOAD:
-                payload: bytes = fields[at + 1]
-                return payload
-        return None
+        return from_reply(entries[0][1])  # [field, value, field, value, ...]
 
 
 class Reads:
@@ -81,8 +78,10 @@ class Reads:
         shards: int,
         *,
         retry_after_s: int = 1,
+        idempotency_window_s: int = 900,
     ) -> None:
         self._retry_after_s = retry_after_s
+        self._window_s = idempotency_window_s
         self._failures = Sparse(log)
         self._store = store
         self._cache = cache
@@ -109,9 +108,9 @@ class Reads:
         return json_response(200, _encoder.encode(accepted))
 
     async def _accepted(self, transaction_id: str) -> TransactionView | None:
-        """In the stream, not yet in PostgreSQL: found through its idempotency marker."""
+        """In the stream, not yet in PostgreSQL: found through its idempotency record."""
         try:
-            found = await find_accepted(self._lookups, transaction_id, self._shards)
+            found = await find_accepted(self._lookups, transaction_id, self._shards, self._window_s)
         except REDIS_UNAVAILABLE as exc:
             # Not "not found": it may well have been acknowledged a moment ago.
             self._failures.warning(

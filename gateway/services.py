@@ -92,6 +92,7 @@ class Services:
             appends,
             shards=settings.stream_shards,
             idempotency_ttl_s=settings.idempotency_ttl_s,
+            idempotency_legacy_keys=settings.idempotency_legacy_keys,
             max_inflight=settings.append_max_inflight,
             max_pending=settings.append_max_pending,
             retry_after_s=settings.retry_after_s,
@@ -185,6 +186,7 @@ class Services:
                 cache_nodes,
                 settings.stream_shards,
                 retry_after_s=settings.retry_after_s,
+                idempotency_window_s=settings.idempotency_ttl_s,
             ),
             probes=Probes(
                 control,

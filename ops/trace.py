@@ -24,10 +24,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from core.backlog import measure
-from core.constants import GROUP, idempotency_key, shard_of, stream_key
+from core.constants import GROUP, shard_of, stream_key
 from core.flusher_stats import read_published_stats
 from core.groups import group_info, groups_of
-from core.idempotency import ClientLookups, decode_payload, find_accepted
+from core.idempotency import ClientLookups, decode_entry, find_accepted
 from core.redis_clients import redis_client
 from core.replies import parse_id, text
 from core.settings import Settings
@@ -105,11 +105,11 @@ class StreamView(msgspec.Struct):
 
 
 async def trace_transaction(
-    redis: Redis, conn: asyncpg.Connection, tx: str, shards: int = 1
+    redis: Redis, conn: asyncpg.Connection, tx: str, shards: int = 1, window_s: int = 900
 ) -> TxTrace:
     trace = TxTrace(tx, "UNKNOWN")
     lookups = ClientLookups(redis)
-    found = await find_accepted(lookups, tx, shards)
+    found = await find_accepted(lookups, tx, shards, window_s)
     row = await conn.fetchrow(PERSISTED, tx)
     event = None
     if found is not None:
@@ -117,14 +117,14 @@ async def trace_transaction(
         shard = shard_of(tx, shards)
         trace.stream_entry_id, event = found.entry_id, found.event
         trace.undecodable = found.undecodable
-        trace.idempotency_ttl_s = int(await redis.ttl(idempotency_key(shard, tx)))
+        trace.idempotency_ttl_s = int(await redis.ttl(found.key))
     elif row is not None:
         # Persisted: in the shard it was flushed from, whatever the shard count is now.
         shard = row["stream_shard"]
         trace.stream_entry_id = row["stream_entry_id"]
         stream = stream_key(shard)
-        payload = await lookups.payload(stream.encode(), row["stream_entry_id"].encode())
-        decoded = None if payload is None else decode_payload(payload)
+        fields = await lookups.entry(stream.encode(), row["stream_entry_id"].encode())
+        decoded = None if fields is None else decode_entry(fields)
         event = None if isinstance(decoded, str) else decoded
         trace.undecodable = decoded if isinstance(decoded, str) else None
     else:
@@ -235,7 +235,7 @@ def render_tx(t: TxTrace) -> str:
         ("still in stream", "yes" if t.in_stream else "no"),
         ("undecodable", t.undecodable or "-"),
         ("request id", t.request_id or "-"),
-        ("idempotency key ttl", f"{t.idempotency_ttl_s}s" if t.idempotency_ttl_s else "-"),
+        ("idempotency record ttl", f"{t.idempotency_ttl_s}s" if t.idempotency_ttl_s else "-"),
     ]
     if t.pending_consumer:
         rows += [
@@ -289,7 +289,9 @@ async def _main(settings: Settings, args: argparse.Namespace) -> int:
         if args.what == "tx":
             conn = await asyncpg.connect(settings.database_url)
             try:
-                traced = await trace_transaction(redis, conn, args.transaction_id, shards)
+                traced = await trace_transaction(
+                    redis, conn, args.transaction_id, shards, settings.idempotency_ttl_s
+                )
             finally:
                 await conn.close()
             print(msgspec.json.encode(traced).decode() if args.json else render_tx(traced))

@@ -22,6 +22,8 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.entries import FIELDS, VERSION, VERSION_FIELD, Fields, values
+from core.events import PurchaseRequest
 from core.settings import Settings
 from devstack.processes import free_port, stop_process
 from flusher.connections import Close, open_flushers
@@ -49,6 +51,54 @@ def purchase(
         },
         "seller_info": {"seller_name": "User 2", "seller_account": seller},
     }
+
+
+def entry_fields(request: PurchaseRequest, request_id: str, accepted_at_us: int) -> Fields:
+    """The stream entry the gateway appends for ``request`` (format 2)."""
+    names = (VERSION_FIELD, *FIELDS)
+    return dict(zip(names, (VERSION, *values(request, request_id, accepted_at_us)), strict=True))
+
+
+def v1_entry(request: PurchaseRequest, request_id: str, accepted_at_us: int) -> Fields:
+    """The stream entry 943f4b2's gateway appended for ``request`` (format 1): the purchase
+    as one JSON text in field ``p``, both legs in full, as its ``event_from_request`` and
+    ``encoder.encode`` wrote it."""
+    amount = request.customer_info.ammount
+    legacy = {
+        "v": 1,
+        "transaction_id": request.transaction_id,
+        "customer_name": request.customer_info.customer_name,
+        "seller_name": request.seller_info.seller_name,
+        "legs": [
+            [request.customer_info.customer_account, "DEBIT", amount],
+            [request.seller_info.seller_account, "CREDIT", amount],
+        ],
+        "request_id": request_id,
+        "accepted_at_us": accepted_at_us,
+    }
+    return {b"p": json.dumps(legacy, separators=(",", ":")).encode()}
+
+
+async def idempotency_records(redis: Any, tx: str, shard: int = 0) -> dict[bytes, bytes]:
+    """The idempotency buckets holding a record of ``tx``, and the record in each."""
+    found = {}
+    for bucket in await redis.keys(f"monokera:{{{shard}}}:idempotency:*"):
+        raw = await redis.hget(bucket, tx)
+        if raw is not None:
+            found[bucket] = raw
+    return found
+
+
+async def idempotency_record_count(redis: Any, shard: int = 0) -> int:
+    """Idempotency records of a shard, over all its buckets."""
+    buckets = await redis.keys(f"monokera:{{{shard}}}:idempotency:*")
+    return sum([await redis.hlen(bucket) for bucket in buckets])
+
+
+async def forget_idempotency(redis: Any, tx: str, shard: int = 0) -> None:
+    """As if the window had passed for ``tx``: its record removed."""
+    for bucket in await idempotency_records(redis, tx, shard):
+        await redis.hdel(bucket, tx)
 
 
 async def open_flusher(settings: Settings, shard: int = 0) -> tuple[Flusher, Close]:

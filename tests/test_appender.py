@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from core.constants import shard_of, stream_key
+from core.constants import idempotency_key, shard_of, stream_key
+from core.entries import FIELDS, VERSION, VERSION_FIELD
 from core.idempotency import Outcome
 from core.settings import Settings
 from gateway.appender import StreamAppender
@@ -32,11 +33,11 @@ async def test_outcomes_are_accepted_then_replayed_then_conflict(
     nodes: Nodes, redis: Redis
 ) -> None:
     appender = StreamAppender(nodes)
-    first = await appender.append("ap-1", b"f1", b"payload")
+    first = await appender.append("ap-1", fp(b"f1"), entry("ap-1"))
     assert first.outcome is Outcome.ACCEPTED
-    replay = await appender.append("ap-1", b"f1", b"payload")
+    replay = await appender.append("ap-1", fp(b"f1"), entry("ap-1"))
     assert replay == (Outcome.REPLAYED, first.entry_id)
-    clash = await appender.append("ap-1", b"f2", b"other")
+    clash = await appender.append("ap-1", fp(b"f2"), entry("ap-1"))
     assert clash == (Outcome.CONFLICT, first.entry_id)
     assert await redis.xlen(stream_key(0)) == 1
     assert (appender.stats.appends, appender.stats.replays) == (1, 2)
@@ -46,7 +47,7 @@ async def test_outcomes_are_accepted_then_replayed_then_conflict(
 async def test_appends_of_one_loop_turn_share_one_round_trip(nodes: Nodes, redis: Redis) -> None:
     appender = StreamAppender(nodes, shards=4)
     results = await asyncio.gather(
-        *(appender.append(f"co-{i}", b"f", b"p%d" % i) for i in range(200))
+        *(appender.append(f"co-{i}", fp(b"f"), entry(f"co-{i}")) for i in range(200))
     )
     assert {r.outcome for r in results} == {Outcome.ACCEPTED}
     assert appender.stats.round_trips == 1  # four shards, one node: one round trip
@@ -60,7 +61,7 @@ async def test_a_flushed_script_cache_is_reloaded_and_the_append_runs_once(
     appender = StreamAppender(nodes)
     await appender.load_script()
     await redis.script_flush()
-    appended = await appender.append("noscript-1", b"f", b"p")
+    appended = await appender.append("noscript-1", fp(b"f"), entry("noscript-1"))
     assert appended.outcome is Outcome.ACCEPTED
     assert await redis.xlen(stream_key(0)) == 1
     await appender.close()
@@ -68,16 +69,29 @@ async def test_a_flushed_script_cache_is_reloaded_and_the_append_runs_once(
 
 async def test_purchases_beyond_the_waiting_limit_are_refused(nodes: Nodes) -> None:
     appender = StreamAppender(nodes, max_pending=2)
-    waiting = [asyncio.ensure_future(appender.append(f"lim-{i}", b"f", b"p")) for i in range(2)]
+    waiting = [
+        asyncio.ensure_future(appender.append(f"lim-{i}", fp(b"f"), entry(f"lim-{i}")))
+        for i in range(2)
+    ]
     await asyncio.sleep(0)  # both queued, not yet sent
     with pytest.raises(Overloaded):
-        await appender.append("lim-2", b"f", b"p")
+        await appender.append("lim-2", fp(b"f"), entry("lim-2"))
     assert {r.outcome for r in await asyncio.gather(*waiting)} == {Outcome.ACCEPTED}
     await appender.close()
 
 
-def purchases(prefix: str, n: int) -> list[tuple[str, bytes, bytes]]:
-    return [(f"{prefix}-{i}", b"fp-%d" % i, b"payload-%d" % i) for i in range(n)]
+def fp(label: bytes) -> bytes:
+    """A fingerprint: 8 bytes, as core.idempotency.fingerprint makes them."""
+    return label.ljust(8, b".")
+
+
+def entry(transaction_id: str) -> tuple[bytes, ...]:
+    """Entry values (core.entries.FIELDS), transaction_id first as the gateway gives it."""
+    return (transaction_id.encode(), b"a1", b"buyer", b"a2", b"seller", b"5", b"req", b"1")
+
+
+def purchases(prefix: str, n: int) -> list[tuple[str, bytes, tuple[bytes, ...]]]:
+    return [(f"{prefix}-{i}", fp(b"fp-%d" % i), entry(f"{prefix}-{i}")) for i in range(n)]
 
 
 async def evalsha_calls(redis: Redis) -> int:
@@ -98,9 +112,10 @@ async def test_a_batch_is_one_script_call_per_shard_with_results_in_order(
     lengths = [await redis.xlen(stream_key(shard)) for shard in range(4)]
     assert sum(lengths) == 400 and all(lengths)
     streams = [dict(await redis.xrange(stream_key(shard))) for shard in range(4)]
-    for (transaction_id, _, payload), result in zip(batch, results, strict=True):
+    for (transaction_id, _, values), result in zip(batch, results, strict=True):
         entry = streams[shard_of(transaction_id, 4)][result.entry_id]
-        assert entry[b"p"] == payload, transaction_id
+        expected = dict(zip((VERSION_FIELD, *FIELDS), (VERSION, *values), strict=True))
+        assert entry == expected, transaction_id
 
 
 async def test_batches_and_single_purchases_share_round_trips_and_idempotency(
@@ -109,12 +124,17 @@ async def test_batches_and_single_purchases_share_round_trips_and_idempotency(
     appender = StreamAppender(nodes)
     await appender.load_script()
     first = await appender.append_many(
-        [("dup", b"fp-a", b"a"), ("dup", b"fp-b", b"b"), ("dup", b"fp-a", b"a")]
+        [
+            ("dup", fp(b"fp-a"), entry("dup")),
+            ("dup", fp(b"fp-b"), entry("dup")),
+            ("dup", fp(b"fp-a"), entry("dup")),
+        ]
     )
     assert [r.outcome for r in first] == [Outcome.ACCEPTED, Outcome.CONFLICT, Outcome.REPLAYED]
     assert first[1].entry_id == first[2].entry_id == first[0].entry_id
     single, batch = await asyncio.gather(
-        appender.append("dup", b"fp-a", b"a"), appender.append_many(purchases("mixed", 3))
+        appender.append("dup", fp(b"fp-a"), entry("dup")),
+        appender.append_many(purchases("mixed", 3)),
     )
     assert single.outcome is Outcome.REPLAYED and single.entry_id == first[0].entry_id
     assert [r.outcome for r in batch] == [Outcome.ACCEPTED] * 3
@@ -128,7 +148,9 @@ async def test_a_batch_that_does_not_fit_in_what_may_wait_is_refused_whole(
 ) -> None:
     appender = StreamAppender(nodes, max_pending=10)
     await appender.load_script()
-    waiting = asyncio.gather(*(appender.append(f"w-{i}", b"f", b"p") for i in range(5)))
+    waiting = asyncio.gather(
+        *(appender.append(f"w-{i}", fp(b"f"), entry(f"w-{i}")) for i in range(5))
+    )
     await asyncio.sleep(0)  # the five are queued, not yet sent
     with pytest.raises(Overloaded):
         await appender.append_many(purchases("big", 6))
@@ -147,11 +169,30 @@ async def test_a_refusal_is_logged_and_answered_with_a_fixed_message(
     await redis.config_set("maxmemory", 1)  # below what is used: every write refused
     try:
         with pytest.raises(RedisUnavailable) as refused:
-            await appender.append("refused-1", b"f1", b"payload")
+            await appender.append("refused-1", fp(b"f1"), entry("refused-1"))
     finally:
         await redis.config_set("maxmemory", 0)
     message = refused.value.message
     assert "OOM" not in message and "maxmemory" not in message, message
     assert "purchase store unavailable" in message
     assert "OOM" in caplog.text
+    await appender.close()
+
+
+async def test_with_legacy_keys_off_records_still_decide_and_legacy_keys_are_ignored(
+    nodes: Nodes, redis: Redis
+) -> None:
+    appender = StreamAppender(nodes, idempotency_legacy_keys=False)
+    await redis.set(idempotency_key(0, "legacy-off"), b"0" * 32 + b"|1-1", ex=60)
+    first = await appender.append("legacy-off", fp(b"a"), entry("legacy-off"))
+    assert first.outcome is Outcome.ACCEPTED  # the old key is not read any more
+    [again, clash] = await appender.append_many(
+        [
+            ("legacy-off", fp(b"a"), entry("legacy-off")),
+            ("legacy-off", fp(b"b"), entry("legacy-off")),
+        ]
+    )
+    assert again == (Outcome.REPLAYED, first.entry_id)
+    assert clash.outcome is Outcome.CONFLICT
+    assert await redis.xlen(stream_key(0)) == 1
     await appender.close()

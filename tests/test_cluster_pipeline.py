@@ -88,6 +88,36 @@ async def test_purchases_spread_over_every_master_and_persist_exactly_once(
         assert (await client.get("/accounts/23132131")).json()["credit_count"] == len(ids)
 
 
+async def test_replays_conflicts_and_accepted_reads_on_every_master(
+    cluster_settings: Settings, cluster_redis: Redis, pg: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """No flusher: every purchase stays ACCEPTED, found through its idempotency record in
+    its shard's bucket, on whichever master holds that shard."""
+    ids = [f"cluster-idem-{i}" for i in range(60)]
+    async with serving(Gateway(env_for(cluster_settings), tmp_path / "gateway.log")) as client:
+        first = await asyncio.gather(*(client.post("/purchase", json=purchase(t)) for t in ids))
+        assert [r.status_code for r in first] == [200] * len(ids)
+        again = await asyncio.gather(*(client.post("/purchase", json=purchase(t)) for t in ids))
+        assert all(r.headers.get("idempotent-replayed") == "true" for r in again)
+        assert [r.headers["x-stream-entry-id"] for r in again] == [
+            r.headers["x-stream-entry-id"] for r in first
+        ]
+        clash = await client.post("/purchase", json=purchase(ids[0], amount=1))
+        assert clash.status_code == 409, clash.text
+        batch = await client.post("/purchases", json=[purchase(t) for t in ids[:10]])
+        assert all("error" not in item for item in batch.json())
+        for tx, reply in zip(ids[:6], first, strict=False):
+            view = (await client.get(f"/transactions/{tx}")).json()
+            assert (view["status"], view["stream_entry_id"]) == (
+                "ACCEPTED",
+                reply.headers["x-stream-entry-id"],
+            )
+        traced = await trace_transaction(cluster_redis, pg, ids[1], SHARDS)
+        assert traced.stage == "ACCEPTED" and traced.idempotency_ttl_s
+        lengths = [await cluster_redis.xlen(stream_key(s)) for s in range(SHARDS)]
+        assert sum(lengths) == len(ids)
+
+
 async def settle_and_count_lost(
     settings: Settings, pg: asyncpg.Connection, acknowledged: list[str], unanswered: list[str]
 ) -> int:

@@ -11,12 +11,11 @@ import time
 import asyncpg
 from redis.asyncio import Redis
 
-from core.constants import idempotency_key
 from core.migrate import migrate, migration_files
 from core.settings import Settings
 from flusher.worker import Flusher
 from tests.conftest import both_redis
-from tests.helpers import HttpClient, metric_total, purchase
+from tests.helpers import HttpClient, forget_idempotency, metric_total, purchase
 from tests.reconcile import assert_reconciles
 
 
@@ -34,7 +33,7 @@ async def test_conflicting_duplicates_are_counted_apart_from_plain_repeats(
     assert (await client.post("/purchase", json=first)).status_code == 200
     await flusher.drain()
     for body in later:
-        await redis.delete(idempotency_key(0, tx))  # the window has passed
+        await forget_idempotency(redis, tx)  # the window has passed
         assert (await client.post("/purchase", json=body)).status_code == 200
         await flusher.drain()
 
@@ -67,7 +66,7 @@ async def test_two_entries_in_one_batch_conflict_when_their_amounts_differ(
 ) -> None:
     # Both appended before any flush: the second's stored twin is in the same batch.
     for amount in (5, 5, 6):
-        await redis.delete(idempotency_key(0, "tx-batch"))
+        await forget_idempotency(redis, "tx-batch")
         assert (
             await client.post("/purchase", json=purchase("tx-batch", amount=amount))
         ).status_code == 200

@@ -12,13 +12,13 @@ from pathlib import Path
 import msgspec
 from redis.asyncio import Redis
 
-from core.constants import STREAM, idempotency_key
+from core.constants import STREAM
 from core.settings import Settings
 from devstack.processes import free_port
 from devstack.redis_server import RedisServer, RedisVersion
 from gateway.errors import NOT_REPLICATED
 from tests.conftest import both_redis, env_for
-from tests.helpers import Gateway, HttpClient, Reply, purchase
+from tests.helpers import Gateway, HttpClient, Reply, idempotency_records, purchase
 
 pytestmark = both_redis
 
@@ -123,7 +123,7 @@ async def test_replay_is_acknowledged_only_once_a_replica_has_the_original_entry
             entry_id = retry.headers["x-stream-entry-id"].encode()
             on_replica = Redis.from_url(replica.url)
             try:
-                assert await on_replica.exists(idempotency_key(0, "replayed-late"))
+                assert await idempotency_records(on_replica, "replayed-late")
                 assert [e for e, _ in await on_replica.xrange(STREAM, entry_id, entry_id)]
             finally:
                 await on_replica.aclose()

@@ -10,8 +10,8 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from core.constants import GROUP, STREAM, idempotency_key
-from core.events import encoder, event_from_request, request_decoder
+from core.constants import GROUP, STREAM
+from core.events import request_decoder
 from core.migrate import migrate
 from core.settings import Settings
 from devstack.processes import free_port
@@ -20,7 +20,7 @@ from flusher.store import PurchaseStore
 from flusher.stream import GroupReader
 from flusher.worker import Flusher, decode_entries
 from tests.conftest import both_redis
-from tests.helpers import HttpClient, purchase
+from tests.helpers import HttpClient, entry_fields, forget_idempotency, purchase
 from tests.reconcile import wait_for_rows
 
 
@@ -116,7 +116,7 @@ async def test_transaction_id_seen_past_the_idempotency_window_is_recorded_not_w
 ) -> None:
     first = await client.post("/purchase", json=purchase("tx-late-retry", amount=100))
     await flusher.drain()
-    await redis.delete(idempotency_key(0, "tx-late-retry"))  # the window has passed
+    await forget_idempotency(redis, "tx-late-retry")  # the window has passed
     late = await client.post("/purchase", json=purchase("tx-late-retry", amount=999))
     assert late.status_code == 200
     assert "idempotent-replayed" not in late.headers
@@ -134,13 +134,8 @@ async def test_transaction_id_seen_past_the_idempotency_window_is_recorded_not_w
 async def test_two_entries_of_one_transaction_in_one_batch_write_the_first(
     flusher: Flusher, redis: Redis, pg: asyncpg.Connection
 ) -> None:
-    events = [
-        event_from_request(
-            request_decoder.decode(json.dumps(purchase("tx-twice", amount=a))), "r", 1
-        )
-        for a in (5, 6)
-    ]
-    ids = [(await redis.xadd(STREAM, {"p": encoder.encode(e)})).decode() for e in events]
+    requests = [request_decoder.decode(json.dumps(purchase("tx-twice", amount=a))) for a in (5, 6)]
+    ids = [(await redis.xadd(STREAM, entry_fields(r, "r", 1))).decode() for r in requests]
     assert await flusher.drain() == 2
     assert await pg.fetchval("SELECT amount FROM transactions") == 5
     assert await pg.fetchval("SELECT stream_entry_id FROM duplicate_entries") == ids[1]

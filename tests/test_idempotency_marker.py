@@ -1,4 +1,4 @@
-"""The idempotency marker (core/idempotency.py) against the real append script and a real
+"""The idempotency record (core/idempotency.py) against the real append script and a real
 Redis: what the script stores is what the module parses, and a transaction_id leads to
 its accepted event."""
 
@@ -6,22 +6,24 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from core.constants import idempotency_key, shard_of, stream_key
-from core.events import PurchaseRequest, encoder, event_from_request, request_decoder
+from core.constants import idempotency_bucket_prefix, idempotency_key, shard_of, stream_key
+from core.entries import SCRIPT_HEADER, values
+from core.events import PurchaseRequest, encoder, request_decoder
 from core.idempotency import (
+    REACH,
     Appended,
     ClientLookups,
-    Found,
     Outcome,
+    buckets_to_read,
     find_accepted,
     fingerprint,
-    marker,
     outcome,
-    parse_marker,
+    parse_record,
+    record,
 )
 from gateway.appender import APPEND_SCRIPT
 from tests.conftest import both_redis
-from tests.helpers import purchase
+from tests.helpers import idempotency_records, purchase
 
 
 def decoded(tx: str, amount: int = 1500) -> PurchaseRequest:
@@ -31,7 +33,6 @@ def decoded(tx: str, amount: int = 1500) -> PurchaseRequest:
 async def append(redis: Redis, tx: str, req: PurchaseRequest, shards: int = 1) -> bytes:
     """One purchase through append.lua, as the gateway sends it; the script's reply."""
     shard = shard_of(tx, shards)
-    event = event_from_request(req, "req-1", 1_700_000_000_000_000)
     reply = await redis.eval(  # type: ignore[misc]
         APPEND_SCRIPT.decode(),
         2,
@@ -39,8 +40,13 @@ async def append(redis: Redis, tx: str, req: PurchaseRequest, shards: int = 1) -
         idempotency_key(shard, tx),
         "900",
         "0",
+        "450",
+        str(REACH),
+        "1",
+        idempotency_bucket_prefix(shard),
+        *SCRIPT_HEADER,
         fingerprint(encoder.encode(req)),
-        encoder.encode(event),
+        *values(req, "req-1", 1_700_000_000_000_000),
     )
     return bytes(reply[0])
 
@@ -49,16 +55,18 @@ def test_fingerprint_is_the_same_for_the_same_purchase_and_differs_otherwise() -
     a, b = decoded("fp-1"), decoded("fp-1")
     assert fingerprint(encoder.encode(a)) == fingerprint(encoder.encode(b))
     assert fingerprint(encoder.encode(a)) != fingerprint(encoder.encode(decoded("fp-1", 1501)))
-    assert len(fingerprint(encoder.encode(a))) == 32  # 128 bits in hex
+    assert len(fingerprint(encoder.encode(a))) == 8  # 64 bits, raw
 
 
 @both_redis
-async def test_the_script_stores_the_marker_this_module_writes_and_parses(redis: Redis) -> None:
+async def test_the_script_stores_the_record_this_module_writes_and_parses(redis: Redis) -> None:
     req = decoded("marker-1")
     entry_id = await append(redis, "marker-1", req)
-    stored = await redis.get(idempotency_key(0, "marker-1"))
-    assert stored == marker(fingerprint(encoder.encode(req)), entry_id)
-    assert parse_marker(stored) == (fingerprint(encoder.encode(req)), entry_id)
+    [(bucket, stored)] = (await idempotency_records(redis, "marker-1")).items()
+    assert bucket in buckets_to_read(0, 900)
+    assert stored == record(fingerprint(encoder.encode(req)), entry_id)
+    assert parse_record(stored) == (fingerprint(encoder.encode(req)), entry_id)
+    assert not await redis.exists(idempotency_key(0, "marker-1"))  # no key per purchase
 
 
 @both_redis
@@ -80,14 +88,15 @@ async def test_find_accepted_goes_from_a_transaction_id_to_its_stream_entry(
     redis: Redis,
 ) -> None:
     lookups = ClientLookups(redis)
-    assert await find_accepted(lookups, "never-seen", 4) is None
+    assert await find_accepted(lookups, "never-seen", 4, 900) is None
     req = decoded("find-1")
     entry_id = await append(redis, "find-1", req, shards=4)
-    found = await find_accepted(lookups, "find-1", 4)
+    found = await find_accepted(lookups, "find-1", 4, 900)
     assert found is not None
     assert found.entry_id == entry_id.decode()
     assert found.event is not None
     assert (found.event.transaction_id, found.event.request_id) == ("find-1", "req-1")
-    # The entry trimmed after its flush: the marker still names it, the event is gone.
+    # The entry trimmed after its flush: the record still names it, the event is gone.
     await redis.xdel(stream_key(shard_of("find-1", 4)), entry_id)
-    assert await find_accepted(lookups, "find-1", 4) == Found(entry_id.decode(), None)
+    gone = await find_accepted(lookups, "find-1", 4, 900)
+    assert gone is not None and (gone.entry_id, gone.event) == (entry_id.decode(), None)

@@ -9,6 +9,8 @@ import pytest
 from redis.asyncio import Redis
 
 from core.constants import STREAM
+from core.entries import decode
+from core.events import Leg
 from tests.helpers import SEED, Gateway, HttpClient, Reply, purchase
 
 
@@ -28,14 +30,21 @@ async def test_seed_example_round_trip_returns_the_seed_response(
     assert len(entries) == 1
 
 
-async def test_one_stream_entry_carries_both_legs(client: HttpClient, redis: Redis) -> None:
+async def test_one_stream_entry_holds_the_purchase_one_field_per_value(
+    client: HttpClient, redis: Redis
+) -> None:
     response = await client.post("/purchase", json=purchase("legs-1", amount=777))
     assert response.status_code == 200
     [(_, fields)] = await redis.xrange(STREAM)
-    event = json.loads(fields[b"p"])
-    assert event["transaction_id"] == "legs-1"
-    assert event["legs"] == [["23131342342342321", "DEBIT", 777], ["23132131", "CREDIT", 777]]
-    assert event["request_id"] == response.headers["x-request-id"]
+    assert fields[b"v"] == b"2"
+    assert fields[b"transaction_id"] == b"legs-1"
+    assert fields[b"amount"] == b"777"
+    assert fields[b"request_id"] == response.headers["x-request-id"].encode()
+    event = decode(fields)
+    assert event.legs == (
+        Leg("23131342342342321", "DEBIT", 777),
+        Leg("23132131", "CREDIT", 777),
+    )
 
 
 async def test_client_request_id_is_echoed(client: HttpClient) -> None:

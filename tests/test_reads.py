@@ -11,14 +11,14 @@ import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
-from core.constants import CACHE_PATTERN, STREAM, idempotency_key
+from core.constants import CACHE_PATTERN, STREAM
 from core.settings import Settings
 from flusher.worker import Flusher
 from gateway.cache import ReadCache
 from gateway.history import HistoryStore
 from gateway.nodes import Nodes
 from gateway.views import HistoryPage
-from tests.helpers import HttpClient, purchase, raw_cursor, samples
+from tests.helpers import HttpClient, forget_idempotency, purchase, raw_cursor, samples
 
 
 async def metric(client: HttpClient, name: str) -> float:
@@ -58,7 +58,8 @@ async def test_a_flushed_purchase_is_persisted_and_stays_readable_after_trimming
     assert persisted["stream_entry_id"] == ok.headers["x-stream-entry-id"]
 
     await redis.xtrim(STREAM, maxlen=0, approximate=False)
-    await redis.delete(idempotency_key(0, "trace-later"), *await redis.keys(CACHE_PATTERN))
+    await forget_idempotency(redis, "trace-later")
+    await redis.delete(*await redis.keys(CACHE_PATTERN))
     again = await client.get("/transactions/trace-later")
     assert again.json() == persisted
 

@@ -11,7 +11,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from core.constants import STREAM
-from core.events import event_decoder
+from core.entries import decode
 from core.settings import Settings
 from devstack.processes import free_port
 from devstack.redis_server import RedisServer, RedisVersion
@@ -77,10 +77,7 @@ async def test_redis_down_is_503_with_retry_after_and_the_gateway_recovers(
         assert (await client.get("/readyz")).status_code == 200
 
         check = Redis.from_url(own.url)
-        ids = [
-            event_decoder.decode(fields[b"p"]).transaction_id
-            for _, fields in await check.xrange(STREAM)
-        ]
+        ids = [decode(fields).transaction_id for _, fields in await check.xrange(STREAM)]
         await check.aclose()
         assert ids == ["before-crash", "after-restart"]  # acknowledged survived, refused absent
     assert "Traceback" not in gateway.output()
@@ -107,10 +104,7 @@ async def test_redis_killed_under_load_keeps_every_acknowledged_purchase(
 
         own.start()
         check = Redis.from_url(own.url)
-        stored = {
-            event_decoder.decode(fields[b"p"]).transaction_id
-            for _, fields in await check.xrange(STREAM)
-        }
+        stored = {decode(fields).transaction_id for _, fields in await check.xrange(STREAM)}
         await check.aclose()
         print(
             f"\nredis SIGKILL: {len(acknowledged)} acknowledged, {len(refused)} refused, {len(acknowledged - stored)} acknowledged-but-lost, {len(stored - acknowledged)} stored-but-refused"

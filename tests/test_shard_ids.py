@@ -11,7 +11,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from core.constants import GROUP, PAYLOAD_FIELD, shard_of, stream_key
-from core.events import Leg, PurchaseEvent, encoder
+from core.events import EventV1, Leg, encoder
 from core.settings import Settings
 from flusher.connections import open_flushers
 from ops.reconcile import reconcile, render
@@ -21,7 +21,7 @@ from tests.helpers import FlusherProcess, Gateway, purchase, serving
 
 def event(tx: str) -> bytes:
     return encoder.encode(
-        PurchaseEvent(
+        EventV1(
             transaction_id=tx,
             customer_name="C",
             seller_name="S",

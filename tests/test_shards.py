@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from core.constants import GROUP, shard_of, stream_key
 from core.settings import Settings
 from tests.conftest import env_for
-from tests.helpers import Gateway, flusher_processes, purchase, serving
+from tests.helpers import Gateway, flusher_processes, idempotency_record_count, purchase, serving
 from tests.reconcile import assert_exactly_once, assert_reconciles, wait_for_rows
 
 SHARDS = 4
@@ -27,7 +27,7 @@ def test_shard_of_is_stable_and_uses_every_shard() -> None:
 
 
 async def idempotency_keys_per_shard(redis: Redis) -> list[int]:
-    return [len(await redis.keys(f"monokera:{{{s}}}:idem:*")) for s in range(SHARDS)]
+    return [await idempotency_record_count(redis, s) for s in range(SHARDS)]
 
 
 async def test_sharded_purchases_reach_postgres_exactly_once_while_a_flusher_is_killed(

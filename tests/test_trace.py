@@ -12,15 +12,15 @@ import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
-from core.constants import PAYLOAD_FIELD, STREAM, idempotency_key, shard_of, stream_key
-from core.events import Leg, PurchaseEvent, encoder
+from core.constants import PAYLOAD_FIELD, STREAM, shard_of, stream_key
+from core.events import EventV1, Leg, encoder
 from core.groups import ensure_group
 from core.settings import Settings
 from flusher.stream import GroupReader
 from flusher.worker import Flusher
 from ops.trace import trace_transaction
 from tests.conftest import both_redis, env_for
-from tests.helpers import ROOT, HttpClient, open_flusher, purchase
+from tests.helpers import ROOT, HttpClient, forget_idempotency, open_flusher, purchase
 
 
 def trace(settings: Settings, *args: str) -> tuple[int, Any]:
@@ -63,7 +63,7 @@ async def test_trace_follows_a_purchase_through_every_stage(
     assert persisted["persisted_entry_id"] == entry
 
     await redis.xtrim(STREAM, maxlen=0, approximate=False)
-    await redis.delete(idempotency_key(0, "traced"))
+    await forget_idempotency(redis, "traced")
     _, trimmed = trace(settings, "tx", "traced")
     assert (trimmed["stage"], trimmed["in_stream"]) == ("PERSISTED", False)
     assert trimmed["stream_entry_id"] == entry
@@ -111,7 +111,7 @@ async def test_a_persisted_purchase_is_traced_in_the_shard_it_was_flushed_from(
 ) -> None:
     sharded = msgspec.structs.replace(settings, stream_shards=4)
     tx = next(t for t in (f"moved-{i}" for i in range(100)) if shard_of(t, 4) == 3)
-    event = PurchaseEvent(
+    event = EventV1(
         transaction_id=tx,
         customer_name="a",
         seller_name="b",

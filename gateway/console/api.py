@@ -209,10 +209,10 @@ class ConsoleApi:
             if any(detail.message == "missing" for detail in exc.details):
                 raise
             raise NotFound("no such transaction: not a valid transaction_id") from None
-        shards = self._settings.stream_shards
+        shards, window_s = self._settings.stream_shards, self._settings.idempotency_ttl_s
         try:
             found = await self._history.with_connection(
-                lambda conn: trace_transaction(self._redis, conn, tx, shards)
+                lambda conn: trace_transaction(self._redis, conn, tx, shards, window_s)
             )
         except REDIS_UNAVAILABLE as exc:
             log.warning("trace: Redis failed: %s: %s", type(exc).__name__, exc)
