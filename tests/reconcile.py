@@ -61,9 +61,22 @@ async def assert_exactly_once(
     assert legs == 2 * len(stored)
 
 
-async def assert_reconciles(redis: Redis, conn: asyncpg.Connection, shards: int = 1) -> Report:
-    """The product's own reconcile finds nothing wrong."""
-    report = await reconcile(redis, conn, shards)
+async def assert_reconciles(
+    redis: Redis, conn: asyncpg.Connection, shards: int = 1, timeout: float = 60
+) -> Report:
+    """The product's own reconcile finds nothing wrong, once the flushers are done.
+
+    Rows can all be in PostgreSQL while entries are still pending: a flusher killed
+    between its COMMIT and its XACK leaves them for another to claim once they idled
+    ``claim_idle_ms``. So reconcile is asked again until nothing is pending or undelivered
+    (or the deadline passes), then judged."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = await reconcile(redis, conn, shards)
+        settled = report.ok and report.pending == 0 and report.undelivered == 0
+        if settled or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
     assert report.ok, render(report)
     assert report.pending == 0 and report.undelivered == 0, render(report)
     return report
