@@ -117,19 +117,6 @@ class EventV1(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         )
 
 
-def event_from_request(req: PurchaseRequest, request_id: str, accepted_at_us: int) -> PurchaseEvent:
-    return PurchaseEvent(
-        transaction_id=req.transaction_id,
-        customer_account=req.customer_info.customer_account,
-        customer_name=req.customer_info.customer_name,
-        seller_account=req.seller_info.seller_account,
-        seller_name=req.seller_info.seller_name,
-        amount=req.customer_info.ammount,
-        request_id=request_id,
-        accepted_at_us=accepted_at_us,
-    )
-
-
 request_decoder: Final = msgspec.json.Decoder(PurchaseRequest)
 v1_decoder: Final = msgspec.json.Decoder(EventV1)
 encoder: Final = msgspec.json.Encoder()

@@ -93,8 +93,8 @@ class Flusher:
         self.stats = FlusherStats()
         self.last_committed_entry_id: str | None = None
         self.redis_out_of_memory = False
-        """The last hold was refused for memory: trim without waiting for the retention."""
-        self._memory_pressed = False
+        """A hold was refused for memory, or INFO showed Redis near ``maxmemory``, and
+        nothing since said otherwise: trim without waiting for the retention."""
         self._summed: dict[str, int] = {}
         """How much of our counters the flushers' sums in Redis hold (core.flusher_stats)."""
         self._stopping = asyncio.Event()
@@ -143,22 +143,27 @@ class Flusher:
 
         Retried while Redis is unreachable or refusing for a while: nothing is committed
         before cached reads are guarded. Out of memory is not waited for: the versions are
-        deleted instead, and the retention of acknowledged entries is waived until a hold
-        succeeds again, so that trimming gives the memory back."""
+        deleted instead, and the retention of acknowledged entries is waived until Redis has
+        memory again, so that trimming gives the memory back."""
         held = await self._retry_redis(
             "holding cached reads",
             partial(batch.hold, self.reader.redis, self.settings.cache_ttl_s),
         )
-        if not held and not self.redis_out_of_memory:
+        self._memory_short(not held, "Redis refuses writes for memory")
+
+    def _memory_short(self, short: bool, why: str) -> None:
+        """Record whether Redis is short of memory (a refused hold, or INFO at a trim): while
+        it is, acknowledged entries are trimmed without the retention. Said on changes."""
+        if short and not self.redis_out_of_memory:
             log.warning(
-                "Redis is out of memory: committing, invalidating and acknowledging anyway,"
-                " and trimming acknowledged entries without the %ss retention until it has"
-                " memory again",
+                "%s: committing, invalidating and acknowledging anyway, and trimming"
+                " acknowledged entries without the %ss retention until it has memory again",
+                why,
                 self.settings.stream_retain_s,
             )
-        elif held and self.redis_out_of_memory:
-            log.info("Redis takes writes again: the stream retention applies again")
-        self.redis_out_of_memory = not held
+        elif not short and self.redis_out_of_memory:
+            log.info("Redis has memory again: the stream retention applies again")
+        self.redis_out_of_memory = short
 
     async def ack(self, entries: list[Entry], batch: BatchHold | None = None) -> None:
         """XACK after the commit; retried, since a lost ack only means a harmless redelivery.
@@ -206,18 +211,10 @@ class Flusher:
         memory or close to it, since the memory they hold is what lets purchases in again
         (the retention is for tracing; it never costs refused purchases)."""
         pressed = await self.reader.memory_pressure(MEMORY_PRESSURE_RATIO)
-        if pressed != self._memory_pressed:
-            self._memory_pressed = pressed
-            if pressed:
-                log.warning(
-                    "Redis memory at %.0f%% of maxmemory or more: trimming acknowledged"
-                    " entries without the %ss retention",
-                    MEMORY_PRESSURE_RATIO * 100,
-                    self.settings.stream_retain_s,
-                )
-            else:
-                log.info("Redis memory below %.0f%% of maxmemory", MEMORY_PRESSURE_RATIO * 100)
-        if pressed or self.redis_out_of_memory:
+        self._memory_short(
+            pressed, f"Redis memory at {MEMORY_PRESSURE_RATIO:.0%} of maxmemory or more"
+        )
+        if self.redis_out_of_memory:
             trimmed = await self.reader.trim(0.0, unlimited=True)
         else:
             trimmed = await self.reader.trim(self.settings.stream_retain_s)

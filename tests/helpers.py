@@ -23,7 +23,7 @@ from multidict import CIMultiDictProxy
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.entries import FIELDS, VERSION, VERSION_FIELD, Fields, values
-from core.events import PurchaseRequest
+from core.events import PurchaseRequest, request_decoder
 from core.settings import Settings
 from devstack.processes import free_port, stop_process
 from flusher.connections import Close, open_flushers
@@ -59,10 +59,19 @@ def entry_fields(request: PurchaseRequest, request_id: str, accepted_at_us: int)
     return dict(zip(names, (VERSION, *values(request, request_id, accepted_at_us)), strict=True))
 
 
+def stream_entry(
+    tx: str, *, customer: str = "buyer", seller: str = "seller", request_id: str = "r"
+) -> Fields:
+    """A format-2 entry of a purchase ``tx`` of 5, for a test to XADD itself."""
+    request = request_decoder.decode(
+        json.dumps(purchase(tx, amount=5, customer=customer, seller=seller))
+    )
+    return entry_fields(request, request_id, 1)
+
+
 def v1_entry(request: PurchaseRequest, request_id: str, accepted_at_us: int) -> Fields:
     """The stream entry 943f4b2's gateway appended for ``request`` (format 1): the purchase
-    as one JSON text in field ``p``, both legs in full, as its ``event_from_request`` and
-    ``encoder.encode`` wrote it."""
+    as one JSON text in field ``p``, both legs in full, as its gateway wrote it."""
     amount = request.customer_info.ammount
     legacy = {
         "v": 1,

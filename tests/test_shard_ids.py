@@ -11,25 +11,11 @@ import msgspec
 from redis.asyncio import Redis
 
 from core.constants import GROUP, PAYLOAD_FIELD, shard_of, stream_key
-from core.events import EventV1, Leg, encoder
 from core.settings import Settings
 from flusher.connections import open_flushers
 from ops.reconcile import reconcile, render
 from tests.conftest import env_for
-from tests.helpers import FlusherProcess, Gateway, purchase, serving
-
-
-def event(tx: str) -> bytes:
-    return encoder.encode(
-        EventV1(
-            transaction_id=tx,
-            customer_name="C",
-            seller_name="S",
-            legs=(Leg("buyer", "DEBIT", 5), Leg("seller", "CREDIT", 5)),
-            request_id="r",
-            accepted_at_us=1,
-        )
-    )
+from tests.helpers import FlusherProcess, Gateway, purchase, serving, stream_entry
 
 
 async def flush_shards(settings: Settings, shards: int = 2) -> None:
@@ -54,8 +40,8 @@ async def test_duplicates_with_the_same_entry_id_in_two_shards_are_both_kept(
     settings: Settings, redis: Redis, pg: asyncpg.Connection
 ) -> None:
     for shard, tx in ((0, "dup-a"), (1, "dup-b")):
-        await redis.xadd(stream_key(shard), {PAYLOAD_FIELD: event(tx)}, id="1-1")
-        await redis.xadd(stream_key(shard), {PAYLOAD_FIELD: event(tx)}, id="2-1")  # a retry
+        await redis.xadd(stream_key(shard), stream_entry(tx), id="1-1")
+        await redis.xadd(stream_key(shard), stream_entry(tx), id="2-1")  # a retry
     await flush_shards(settings)
     rows = await pg.fetch(
         "SELECT transaction_id FROM duplicate_entries WHERE stream_entry_id = '2-1'"
@@ -66,10 +52,10 @@ async def test_duplicates_with_the_same_entry_id_in_two_shards_are_both_kept(
 async def test_reconcile_finds_a_lost_entry_whose_id_another_shard_stored(
     settings: Settings, redis: Redis, pg: asyncpg.Connection
 ) -> None:
-    await redis.xadd(stream_key(0), {PAYLOAD_FIELD: event("kept")}, id="7-1")
+    await redis.xadd(stream_key(0), stream_entry("kept"), id="7-1")
     await flush_shards(settings, shards=1)
     # Shard 1's entry with the same id is acknowledged without ever being written.
-    await redis.xadd(stream_key(1), {PAYLOAD_FIELD: event("lost")}, id="7-1")
+    await redis.xadd(stream_key(1), stream_entry("lost"), id="7-1")
     await redis.xgroup_create(stream_key(1), GROUP, id="0")
     await redis.xreadgroup(GROUP, "careless", {stream_key(1): ">"})
     await redis.xack(stream_key(1), GROUP, "7-1")

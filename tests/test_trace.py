@@ -12,15 +12,21 @@ import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
-from core.constants import PAYLOAD_FIELD, STREAM, shard_of, stream_key
-from core.events import EventV1, Leg, encoder
+from core.constants import STREAM, shard_of, stream_key
 from core.groups import ensure_group
 from core.settings import Settings
 from flusher.stream import GroupReader
 from flusher.worker import Flusher
 from ops.trace import trace_transaction
 from tests.conftest import both_redis, env_for
-from tests.helpers import ROOT, HttpClient, forget_idempotency, open_flusher, purchase
+from tests.helpers import (
+    ROOT,
+    HttpClient,
+    forget_idempotency,
+    open_flusher,
+    purchase,
+    stream_entry,
+)
 
 
 def trace(settings: Settings, *args: str) -> tuple[int, Any]:
@@ -111,16 +117,9 @@ async def test_a_persisted_purchase_is_traced_in_the_shard_it_was_flushed_from(
 ) -> None:
     sharded = msgspec.structs.replace(settings, stream_shards=4)
     tx = next(t for t in (f"moved-{i}" for i in range(100)) if shard_of(t, 4) == 3)
-    event = EventV1(
-        transaction_id=tx,
-        customer_name="a",
-        seller_name="b",
-        legs=(Leg("acc-1", "DEBIT", 5), Leg("acc-2", "CREDIT", 5)),
-        request_id="req-moved",
-        accepted_at_us=1,
-    )
+    fields = stream_entry(tx, customer="acc-1", seller="acc-2", request_id="req-moved")
     await ensure_group(redis, stream_key(3))
-    entry = (await redis.xadd(stream_key(3), {PAYLOAD_FIELD: encoder.encode(event)})).decode()
+    entry = (await redis.xadd(stream_key(3), fields)).decode()
     worker, close = await open_flusher(sharded, shard=3)
     try:
         assert await worker.drain() == 1

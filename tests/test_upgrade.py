@@ -7,20 +7,26 @@ verbatim copy in tests/upgrade/), its idempotency key and marker, its JSON paylo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import time
+from collections.abc import AsyncIterator
 from hashlib import blake2b
 from pathlib import Path
 
 import asyncpg
+import msgspec
 from redis.asyncio import Redis
 
-from core.constants import STREAM
+from core.constants import PAYLOAD_FIELD, STREAM
 from core.events import PurchaseRequest, encoder, request_decoder
 from core.settings import Settings
 from flusher.worker import Flusher
 from ops.trace import trace_transaction
 from tests.conftest import both_redis
-from tests.helpers import HttpClient, idempotency_records, purchase, v1_entry
+from tests.helpers import HttpClient, idempotency_records, open_flusher, purchase, v1_entry
+from tests.reconcile import assert_reconciles
 
 OLD_APPEND = (Path(__file__).parent / "upgrade" / "append_943f4b2.lua").read_text()
 
@@ -110,3 +116,86 @@ async def test_old_idempotency_keys_still_make_retries_replays_or_conflicts(
     assert await redis.xlen(STREAM) == 3  # nothing appended again
     assert clashed_entry != batch_entry
     assert not await idempotency_records(redis, "up-replay")  # the old key still rules
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(settings: Settings) -> AsyncIterator[Settings]:
+    """A database of its own, dropped on the way out: the settings pointing at it."""
+    name = f"upgrade_{int(time.time() * 1000)}"
+    admin = await asyncpg.connect(settings.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            dsn = settings.database_url.rsplit("/", 1)[0] + "/" + name
+            yield msgspec.structs.replace(settings, database_url=dsn)
+        finally:
+            await asyncio.wait_for(admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)'), 30)
+    finally:
+        await admin.close()
+
+
+async def drain(settings: Settings) -> Flusher:
+    worker, close = await open_flusher(settings)
+    try:
+        await worker.drain()
+    finally:
+        await close()
+    return worker
+
+
+async def as_943f4b2_left_it(conn: asyncpg.Connection) -> None:
+    """943f4b2's flusher wrote the same rows as today's but for migration 007's three
+    columns of duplicate_entries (the only schema change since): without them, and without
+    007 in schema_migrations, the database is the one that release left."""
+    await conn.execute(
+        "ALTER TABLE duplicate_entries DROP COLUMN customer_account,"
+        " DROP COLUMN seller_account, DROP COLUMN conflicting;"
+        " DELETE FROM schema_migrations WHERE version LIKE '007%';"
+    )
+
+
+@both_redis
+async def test_a_database_and_stream_943f4b2_wrote_upgrade_with_their_data(
+    redis: Redis, settings: Settings
+) -> None:
+    async with fresh_database(settings) as old:
+        # What 943f4b2 left behind: purchases flushed, a duplicate (a retry after its
+        # window, other amount), a dead letter, and a backlog still in the stream.
+        for tx in ("up-1", "up-2", "up-3"):
+            await old_gateway_append(redis, tx)
+        await redis.delete(b"monokera:{0}:idem:up-1")  # its window passed
+        await old_gateway_append(redis, "up-1", amount=7)
+        await redis.xadd(STREAM, {PAYLOAD_FIELD: b"not an event"})
+        flushed = await drain(old)
+        assert (flushed.stats.inserted, flushed.stats.dead_letters) == (3, 1)
+        conn = await asyncpg.connect(old.database_url)
+        try:
+            await as_943f4b2_left_it(conn)
+            for tx in ("up-4", "up-5"):  # acknowledged, not yet flushed at the upgrade
+                await old_gateway_append(redis, tx)
+            await redis.delete(b"monokera:{0}:idem:up-2")
+            await old_gateway_append(redis, "up-2", amount=9)  # conflicts, old format
+
+            upgraded = await drain(old)  # migrates, then flushes the old-format backlog
+
+            assert await conn.fetchval(
+                "SELECT count(*) FROM schema_migrations WHERE version LIKE '007%'"
+            )
+            assert (upgraded.stats.inserted, upgraded.stats.conflicting_duplicates) == (2, 1)
+            duplicates = await conn.fetch(
+                "SELECT transaction_id, amount, conflicting FROM duplicate_entries"
+                " ORDER BY transaction_id"
+            )
+            # 943f4b2's row judged by its amount; the new one by amount and accounts.
+            assert [tuple(r) for r in duplicates] == [("up-1", 7, True), ("up-2", 9, True)]
+            assert await conn.fetchval("SELECT count(*) FROM transactions") == 5
+            assert await conn.fetchval("SELECT count(*) FROM ledger_entries") == 10
+            assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 1
+            totals = await conn.fetchrow(
+                "SELECT debit_count, debited_total FROM account_totals"
+                " WHERE account = '23131342342342321'"
+            )
+            assert tuple(totals) == (5, 5 * 20000)
+            await assert_reconciles(redis, conn)
+        finally:
+            await conn.close()
