@@ -50,9 +50,6 @@ PAYLOAD_FIELD: Final = "p"
 PG_MIGRATION_LOCK: Final = 0x4D4F4E4F
 """Advisory-lock key that serialises migrations between processes ("MONO")."""
 
-PG_WRITE_LOCK: Final = 0x4D4F4E57
-"""Transaction-level advisory lock every flusher batch holds while it writes ("MONW")."""
-
 
 def account_version_key(account: str) -> bytes:
     """Per-account version, deleted by the flusher after each commit that touches the account.

@@ -1,11 +1,12 @@
 """Bulk writes of purchases into PostgreSQL, idempotent on transaction_id.
 
-A batch is COPYed into a temporary table, then one statement inserts the new transactions
-(``ON CONFLICT DO NOTHING``) and, from exactly the rows it inserted, both ledger legs. A
-redelivered entry therefore writes nothing, and no leg is ever written without its twin.
-The transactions' ``persisted_at`` and the legs' ``recorded_at`` (the ledger's partition
-key) are one time per batch, from ``ledger_clock``.
-One unique violation would abort a plain COPY, hence the staging table.
+A batch is COPYed into a temporary table; its accounts are locked in one order; then one
+statement inserts the new transactions (``ON CONFLICT DO NOTHING``) and, from exactly the
+rows it inserted, one ledger row each (the buyer's DEBIT and the seller's CREDIT, numbered
+in each account's own sequence), and moves the accounts' totals. A redelivered entry
+therefore writes nothing. No global lock: batches that share no account commit side by
+side (migration 008 gives the reasons). One unique violation would abort a plain COPY,
+hence the staging table.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Final
 
 import asyncpg
 
-from core.constants import PG_WRITE_LOCK
 from core.events import PurchaseEvent
 from core.migrate import migrate
 from flusher.errors import PG_RETRYABLE, DatabaseUnavailable
@@ -54,14 +54,30 @@ STAGING_COLUMNS: Final = (
     "accepted_at",
 )
 
+LOCK_ACCOUNTS: Final = """
+-- Every account of the batch, created when new and locked, in one order (by account):
+-- batches that share accounts queue on the first one they share and cannot deadlock over
+-- them; batches that share none commit side by side. The rows are locked, not updated
+-- (DO UPDATE ... WHERE false): each gets one new version per batch, from INSERT_FROM_STAGING.
+INSERT INTO account_totals AS t (account)
+SELECT account FROM (
+    SELECT customer_account FROM incoming UNION SELECT seller_account FROM incoming
+) AS batch (account)
+ORDER BY account
+ON CONFLICT (account) DO UPDATE SET account = EXCLUDED.account WHERE false
+"""
+
 INSERT_FROM_STAGING: Final = """
 -- $1: the stream shard of the whole batch (entry ids are unique per stream only).
+-- The batch's accounts are locked (LOCK_ACCOUNTS): their totals rows, read here, are
+-- current, and the numbers handed out below are the next ones of each account.
 WITH clock AS (
-    -- One time for the whole batch, taken under the write lock and never behind the last
-    -- batch's: history is read newest first by (recorded_at, entry_id), partitioned by day
-    -- on recorded_at, and both legs land in the same partition.
-    UPDATE ledger_clock SET recorded_at = greatest(recorded_at, clock_timestamp())
-    RETURNING recorded_at
+    -- One time for the whole batch, never behind the last one of any of its accounts:
+    -- within an account, recorded_at (the partition key) follows the entry numbers.
+    SELECT greatest(clock_timestamp(), max(t.last_recorded_at)) AS recorded_at
+    FROM account_totals t
+    WHERE t.account IN (SELECT customer_account FROM incoming
+                        UNION SELECT seller_account FROM incoming)
 ), fresh AS (
     INSERT INTO transactions (
         transaction_id, customer_name, customer_account, seller_name, seller_account,
@@ -74,40 +90,53 @@ WITH clock AS (
     ORDER BY transaction_id, seq
     ON CONFLICT (transaction_id) DO NOTHING
     RETURNING transaction_id, stream_entry_id, customer_account, seller_account, amount,
-              accepted_at, persisted_at
+              accepted_at
 ), legs AS (
-    INSERT INTO ledger_entries (
-        transaction_id, account, direction, amount, counterparty, accepted_at, recorded_at
-    )
-    SELECT transaction_id, customer_account, 'DEBIT', amount, seller_account, accepted_at,
-           persisted_at
-    FROM fresh
+    -- Both sides of each new purchase, in stream order (incoming.seq).
+    SELECT f.transaction_id, f.customer_account AS account, true AS debit, f.amount,
+           f.accepted_at, i.seq
+    FROM fresh f JOIN incoming i USING (stream_entry_id)
     UNION ALL
-    SELECT transaction_id, seller_account, 'CREDIT', amount, customer_account, accepted_at,
-           persisted_at
-    FROM fresh
-    RETURNING account, direction, amount, accepted_at
-), totals AS (
-    -- Aggregates move with the legs, in the same transaction: reads never scan history.
-    INSERT INTO account_totals AS t (
-        account, debited_total, credited_total, debit_count, credit_count,
-        first_activity_at, last_activity_at
+    SELECT f.transaction_id, f.seller_account, false, f.amount, f.accepted_at, i.seq
+    FROM fresh f JOIN incoming i USING (stream_entry_id)
+), numbered AS (
+    SELECT l.transaction_id, l.account, l.debit, l.amount, l.accepted_at,
+           t.debit_count + t.credit_count
+             + row_number() OVER (PARTITION BY l.account ORDER BY l.seq) AS account_seq
+    FROM legs l JOIN account_totals t USING (account)
+), transfers AS (
+    INSERT INTO ledger_transfers (
+        transaction_id, debit_account, debit_seq, credit_account, credit_seq, amount,
+        accepted_at, recorded_at
     )
-    SELECT account,
-           coalesce(sum(amount) FILTER (WHERE direction = 'DEBIT'), 0),
-           coalesce(sum(amount) FILTER (WHERE direction = 'CREDIT'), 0),
-           count(*) FILTER (WHERE direction = 'DEBIT'),
-           count(*) FILTER (WHERE direction = 'CREDIT'),
-           min(accepted_at), max(accepted_at)
-    FROM legs
-    GROUP BY account
-    ON CONFLICT (account) DO UPDATE SET
-        debited_total = t.debited_total + EXCLUDED.debited_total,
-        credited_total = t.credited_total + EXCLUDED.credited_total,
-        debit_count = t.debit_count + EXCLUDED.debit_count,
-        credit_count = t.credit_count + EXCLUDED.credit_count,
-        first_activity_at = least(t.first_activity_at, EXCLUDED.first_activity_at),
-        last_activity_at = greatest(t.last_activity_at, EXCLUDED.last_activity_at)
+    SELECT d.transaction_id, d.account, d.account_seq, c.account, c.account_seq, d.amount,
+           d.accepted_at, clock.recorded_at
+    FROM numbered d
+    JOIN numbered c ON c.transaction_id = d.transaction_id AND NOT c.debit
+    CROSS JOIN clock
+    WHERE d.debit
+), totals AS (
+    -- Aggregates and counters move with the entries, in the same transaction: reads never
+    -- scan history, and debit_count + credit_count is the account's last entry number.
+    UPDATE account_totals AS t SET
+        debited_total = t.debited_total + s.debited_total,
+        credited_total = t.credited_total + s.credited_total,
+        debit_count = t.debit_count + s.debit_count,
+        credit_count = t.credit_count + s.credit_count,
+        first_activity_at = least(t.first_activity_at, s.first_activity_at),
+        last_activity_at = greatest(t.last_activity_at, s.last_activity_at),
+        last_recorded_at = clock.recorded_at
+    FROM (
+        SELECT account,
+               coalesce(sum(amount) FILTER (WHERE debit), 0) AS debited_total,
+               coalesce(sum(amount) FILTER (WHERE NOT debit), 0) AS credited_total,
+               count(*) FILTER (WHERE debit) AS debit_count,
+               count(*) FILTER (WHERE NOT debit) AS credit_count,
+               min(accepted_at) AS first_activity_at, max(accepted_at) AS last_activity_at
+        FROM legs
+        GROUP BY account
+    ) AS s CROSS JOIN clock
+    WHERE t.account = s.account
 ), stored AS (
     -- What the ledger holds for each transaction_id of the batch: inserted before (the
     -- table, as of this statement's snapshot) or just now (fresh, which the table does
@@ -119,6 +148,8 @@ WITH clock AS (
 ), duplicates AS (
     -- Not inserted now, and not a redelivery of the entry that was inserted before;
     -- conflicting when it names other accounts or another amount than the stored purchase.
+    -- Only looked for when some entry was not inserted (a one-time filter: the usual batch,
+    -- all new, probes nothing).
     INSERT INTO duplicate_entries (
         stream_shard, stream_entry_id, transaction_id, request_id, amount, accepted_at,
         customer_account, seller_account, conflicting
@@ -132,7 +163,8 @@ WITH clock AS (
                      IS DISTINCT FROM (i.customer_account, i.seller_account, i.amount)
            )
     FROM incoming i
-    WHERE NOT EXISTS (SELECT 1 FROM fresh f WHERE f.stream_entry_id = i.stream_entry_id)
+    WHERE (SELECT count(*) FROM fresh) < (SELECT count(*) FROM incoming)
+      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.stream_entry_id = i.stream_entry_id)
       AND NOT EXISTS (
           SELECT 1 FROM transactions t
           WHERE t.transaction_id = i.transaction_id AND t.stream_entry_id = i.stream_entry_id
@@ -153,6 +185,9 @@ REFUSED: Final = (
 """Server errors that retrying the same rows cannot fix."""
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+DEADLOCK_ATTEMPTS: Final = 5
+"""Tries of one batch aborted as a deadlock before it is left to the flusher's retry loop."""
 
 SET_TRANSACTION_TIMEOUT: Final = "SELECT set_config('transaction_timeout', $1, true)"
 
@@ -237,6 +272,8 @@ class PurchaseStore:
         # past this a statement fails, the connection is dropped and the batch retried.
         self._command_timeout_s = command_timeout_s
         self._conn: asyncpg.Connection | None = None
+        self.deadlocks_retried = 0
+        """Batches PostgreSQL aborted as deadlocked and this store wrote again."""
 
     async def connect(self) -> asyncpg.Connection:
         if self._conn is not None and not self._conn.is_closed():
@@ -288,7 +325,7 @@ class PurchaseStore:
         conn = await self.connect()
         try:
             try:
-                return await self._write(conn, good, bad, before_commit)
+                return await self._write_retrying_deadlocks(conn, good, bad, before_commit)
             except REFUSED:
                 return await self._write_one_by_one(conn, good, bad, before_commit)
         except PG_RETRYABLE as exc:
@@ -297,6 +334,26 @@ class PurchaseStore:
         except BaseException:
             await self._discard(conn)  # whatever state it is in, the next batch gets a new one
             raise
+
+    async def _write_retrying_deadlocks(
+        self,
+        conn: asyncpg.Connection,
+        good: list[Decoded],
+        bad: list[Undecodable],
+        before_commit: BeforeCommit = None,
+    ) -> WriteResult:
+        """Accounts are locked in one order, but two batches holding the same transaction_id
+        (a redelivery racing its first delivery) can still wait on each other's insert:
+        PostgreSQL aborts one of them (40P01), which is rolled back whole and tried again
+        at once, on the same connection."""
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                return await self._write(conn, good, bad, before_commit)
+            except asyncpg.exceptions.DeadlockDetectedError:
+                self.deadlocks_retried += 1
+                if attempt == DEADLOCK_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _write(
         self,
@@ -309,16 +366,13 @@ class PurchaseStore:
         async with conn.transaction():
             if self._has_transaction_timeout:
                 await conn.execute(SET_TRANSACTION_TIMEOUT, self._transaction_timeout_ms)
-            # One writer at a time, across flushers: ledger ids are then handed out in commit
-            # order (keyset pagination never skips a late commit), the duplicate check sees
-            # every earlier commit, and account_totals upserts cannot deadlock.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", PG_WRITE_LOCK)
             if good:
                 await conn.copy_records_to_table(
                     "incoming",
                     records=[staging_record(i, item) for i, item in enumerate(good)],
                     columns=STAGING_COLUMNS,
                 )
+                await conn.execute(LOCK_ACCOUNTS)
                 counts = await conn.fetchrow(INSERT_FROM_STAGING, self.shard)
                 assert counts is not None  # the statement always returns one row
                 result.inserted = counts["inserted"]
@@ -346,7 +400,7 @@ class PurchaseStore:
         total = WriteResult()
         for item in good:
             try:
-                one = await self._write(conn, [item], [], before_commit)
+                one = await self._write_retrying_deadlocks(conn, [item], [], before_commit)
             except REFUSED as exc:
                 payload = repr(item.event).encode()
                 reason = f"rejected by PostgreSQL: {exc}".replace("\x00", "\\0")

@@ -22,9 +22,9 @@ from gateway.types import Scope
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
 
-CURSOR_PATTERN: Final = r"^(?:[A-Za-z0-9_-]{21}[AQgw])?(?!\n)$"
-"""Unpadded base64url of 16 bytes, or empty (the first page, as if absent): the last
-character carries 2 bits, so it is one of 4. "(?!\n)$" as in core.events: Python's "$"
+CURSOR_PATTERN: Final = r"^(?:c2Vx[A-Za-z0-9_-]{21}[AQgw])?(?!\n)$"
+"""Unpadded base64url of "seq" and 16 bytes, or empty (the first page, as if absent): the
+last character carries 2 bits, so it is one of 4. "(?!\n)$" as in core.events: Python's "$"
 also matches before a final newline."""
 
 Limit = Annotated[int, Meta(ge=1, le=MAX_LIMIT)]

@@ -28,25 +28,29 @@ from gateway.views import CustomerReceipt, HistoryPage, LegView, SellerReceipt, 
 log = logging.getLogger("gateway.reads")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _encoder: Final = msgspec.json.Encoder()
-_CURSOR_BYTES: Final = struct.Struct(">qq")  # microseconds since the epoch, entry_id
+_CURSOR_BYTES: Final = struct.Struct(">qq")  # microseconds since the epoch, entry number
+_CURSOR_PREFIX: Final = b"seq"  # "c2Vx" in base64: cursors of per-account numbers (008)
 _MIN_US: Final = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 _MAX_US: Final = (datetime(9999, 12, 31, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 
 
 def encode_cursor(key: HistoryKey) -> str:
-    """Opaque to clients: the (recorded_at, entry_id) of the last entry of a page."""
+    """Opaque to clients: the (recorded_at, entry number) of the last entry of a page."""
     recorded_at, entry_id = key
     us = (recorded_at - _EPOCH) // timedelta(microseconds=1)
-    return base64.urlsafe_b64encode(_CURSOR_BYTES.pack(us, entry_id)).rstrip(b"=").decode()
+    raw = _CURSOR_PREFIX + _CURSOR_BYTES.pack(us, entry_id)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def decode_cursor(cursor: str) -> HistoryKey:
     """Every string the published pattern allows (``params.Cursor``, checked while decoding
     the query) names a position in the history, so the document and the server agree: a
     position before year 1 or after 9999 is clamped to that end (an empty page, or the
-    first one). Cursors of the older text format (``k<us>.<entry_id>``, ``e<entry_id>``)
-    do not match the pattern and are refused like any other."""
-    us, entry_id = _CURSOR_BYTES.unpack(base64.urlsafe_b64decode(cursor + "=="))
+    first one). Cursors of older releases (a global ledger id instead of the account's own
+    number, or the text formats before them) do not match the pattern and are refused like
+    any other."""
+    raw = base64.urlsafe_b64decode(cursor + "==")[len(_CURSOR_PREFIX) :]
+    us, entry_id = _CURSOR_BYTES.unpack(raw)
     us = min(max(us, _MIN_US), _MAX_US)
     return _EPOCH + timedelta(microseconds=us), entry_id
 

@@ -68,6 +68,8 @@ class TransactionView(msgspec.Struct):
 
 class HistoryEntry(msgspec.Struct):
     entry_id: int
+    """This entry's number in the account's own sequence: 1, 2, 3 ... without gaps, in the
+    order the account's purchases were accepted."""
     transaction_id: str
     direction: Direction
     """DEBIT: a purchase by this account. CREDIT: a sale."""

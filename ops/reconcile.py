@@ -2,7 +2,9 @@
 
 ``python -m ops.reconcile [--json]`` (or ``make reconcile``). Exit status 1 when a
 discrepancy is found: an acknowledged entry missing from PostgreSQL, a transaction without
-exactly one DEBIT and one CREDIT, a ledger leg without its transaction, or unflushed
+exactly one ledger row (its DEBIT and CREDIT) or one that disagrees with it, a ledger row
+without its transaction, an account whose entry numbers have a gap or a repeat or do not
+end at its counter, or whose totals differ from the sum of its entries, or unflushed
 entries stranded in a stream above the shard count (see core.stranded). Conflicting
 duplicates (a transaction_id the gateway accepted again past its idempotency window with
 other accounts or another amount: the client was answered 200, the ledger holds the first
@@ -12,10 +14,11 @@ it: the ledger itself is consistent, and they stay in the table for good.
 Every entry still in the stream is classified: undelivered, pending (on which consumer),
 or acknowledged; an acknowledged one must be in PostgreSQL as a transaction, a recorded
 duplicate or a dead letter of the same shard (entry ids are unique per stream only).
-Entries trimmed from the stream are checked on the PostgreSQL side only (legs and orphans).
-Transactions older than the ledger's retention (persisted before its oldest partition
-begins: see ``MONOKERA_LEDGER_RETENTION_DAYS``) have had their legs dropped on purpose and
-are left out of the leg checks.
+Entries trimmed from the stream are checked on the PostgreSQL side only (ledger rows and
+orphans). Transactions older than the ledger's retention (persisted before its oldest
+partition begins: see ``MONOKERA_LEDGER_RETENTION_DAYS``) have had their ledger rows
+dropped on purpose and are left out of the ledger checks; an account that lost entries to
+the retention is checked for gaps from its oldest entry left, and its totals not at all.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ SCAN_CHUNK: Final = 5000
 
 COUNTS: Final = """
 SELECT (SELECT count(*) FROM transactions),
-       (SELECT count(*) FROM ledger_entries),
+       (SELECT count(*) FROM ledger_transfers),
        (SELECT count(*) FROM duplicate_entries),
        (SELECT count(*) FROM dead_letters),
        (SELECT count(*) FROM duplicate_entries WHERE conflicting)
@@ -53,28 +56,55 @@ SELECT DISTINCT transaction_id FROM duplicate_entries WHERE conflicting
 ORDER BY transaction_id LIMIT 100
 """
 
-# A transaction's persisted_at is its legs' recorded_at (one time per batch): legs older
-# than the oldest ledger partition were dropped by retention, not lost.
+# A transaction's persisted_at is its ledger row's recorded_at (one time per batch): rows
+# older than the oldest ledger partition were dropped by retention, not lost.
 RETAINED_FROM: Final = "SELECT min(lower_bound) FROM ledger_partitions"
 
 PAST_RETENTION: Final = "SELECT count(*) FROM transactions WHERE persisted_at < $1"
 
-LEGS_BROKEN: Final = """
+LEDGER_BROKEN: Final = """
 SELECT t.transaction_id
-FROM transactions t LEFT JOIN ledger_entries l USING (transaction_id)
+FROM transactions t LEFT JOIN ledger_transfers l USING (transaction_id)
 WHERE $1::timestamptz IS NULL OR t.persisted_at >= $1
 GROUP BY t.transaction_id, t.customer_account, t.seller_account, t.amount
-HAVING count(l.entry_id) <> 2
-    OR count(*) FILTER (WHERE l.direction = 'DEBIT' AND l.account = t.customer_account
-                        AND l.amount = t.amount) <> 1
-    OR count(*) FILTER (WHERE l.direction = 'CREDIT' AND l.account = t.seller_account
-                        AND l.amount = t.amount) <> 1
+HAVING count(l.transaction_id) <> 1
+    OR count(*) FILTER (WHERE l.debit_account = t.customer_account
+                        AND l.credit_account = t.seller_account AND l.amount = t.amount) <> 1
 LIMIT 100
 """
 
-ORPHAN_LEGS: Final = """
-SELECT count(*) FROM ledger_entries l
+ORPHAN_ROWS: Final = """
+SELECT count(*) FROM ledger_transfers l
 WHERE NOT EXISTS (SELECT 1 FROM transactions t WHERE t.transaction_id = l.transaction_id)
+"""
+
+# Each account's entries (both sides) must be numbered lo, lo + 1, ... up to its counter
+# (debit_count + credit_count), once each; where nothing was dropped (lo = 1), its totals
+# must be the sums of its entries.
+ACCOUNTS_BROKEN: Final = """
+WITH sides AS (
+    SELECT debit_account AS account, debit_seq AS seq, true AS debit, amount
+    FROM ledger_transfers
+    UNION ALL
+    SELECT credit_account, credit_seq, false, amount FROM ledger_transfers
+), per_account AS (
+    SELECT account, count(*) AS entries, count(DISTINCT seq) AS numbers,
+           min(seq) AS lo, max(seq) AS hi,
+           coalesce(sum(amount) FILTER (WHERE debit), 0) AS debited,
+           coalesce(sum(amount) FILTER (WHERE NOT debit), 0) AS credited,
+           count(*) FILTER (WHERE debit) AS debits
+    FROM sides GROUP BY account
+)
+SELECT p.account
+FROM per_account p LEFT JOIN account_totals t USING (account)
+WHERE p.numbers <> p.entries
+   OR p.hi - p.lo + 1 <> p.entries
+   OR t.account IS NULL
+   OR p.hi <> t.debit_count + t.credit_count
+   OR (p.lo = 1 AND (p.debited, p.credited, p.debits)
+                    <> (t.debited_total, t.credited_total, t.debit_count))
+ORDER BY p.account
+LIMIT 100
 """
 
 STORED_ENTRIES: Final = """
@@ -102,7 +132,8 @@ class Report(msgspec.Struct):
     """Streams above the shard count (see core.stranded): their unflushed entries."""
     transactions: int = 0
     transactions_past_retention: int = 0
-    ledger_entries: int = 0
+    ledger_transfers: int = 0
+    """Ledger rows: one per purchase still within the retention (its DEBIT and CREDIT)."""
     duplicate_entries: int = 0
     conflicting_duplicates: int = 0
     """Of ``duplicate_entries``, those naming other accounts or another amount than the
@@ -110,17 +141,21 @@ class Report(msgspec.Struct):
     conflicting_transactions: list[str] = []
     """Their transaction_ids (the first 100)."""
     dead_letters: int = 0
-    transactions_with_broken_legs: list[str] = []
-    orphan_legs: int = 0
+    transactions_with_broken_ledger: list[str] = []
+    orphan_ledger_rows: int = 0
+    accounts_with_broken_sequences: list[str] = []
+    """Accounts whose entry numbers have a gap or a repeat, or end before or after the
+    account's counter, or whose totals differ from its entries (the first 100)."""
 
     @property
     def ok(self) -> bool:
         return not (
             self.acknowledged_missing_in_postgres
             or self.stranded
-            or self.transactions_with_broken_legs
-            or self.orphan_legs
-            or self.ledger_entries != 2 * (self.transactions - self.transactions_past_retention)
+            or self.transactions_with_broken_ledger
+            or self.orphan_ledger_rows
+            or self.accounts_with_broken_sequences
+            or self.ledger_transfers != self.transactions - self.transactions_past_retention
         )
 
 
@@ -137,7 +172,7 @@ async def reconcile(redis: Redis, conn: asyncpg.Connection, shards: int = 1) -> 
     Redis first, PostgreSQL after, in one snapshot: every entry the groups show as
     acknowledged was committed before the snapshot is taken (the flusher acknowledges
     only after COMMIT), and every count comes from that one snapshot, so entries flushed
-    while reconcile runs cause no false alarm (legs counted without their transactions).
+    while reconcile runs cause no false alarm (ledger rows counted without their transactions).
     """
     report = Report(group_exists=True)
     beyond = await streams_beyond(redis, shards)
@@ -150,16 +185,18 @@ async def reconcile(redis: Redis, conn: asyncpg.Connection, shards: int = 1) -> 
         for state in states:
             await _scan_stream(redis, conn, state, report)
         [counts] = await conn.fetch(COUNTS)
-        report.transactions, report.ledger_entries = counts[0], counts[1]
+        report.transactions, report.ledger_transfers = counts[0], counts[1]
         report.duplicate_entries, report.dead_letters = counts[2], counts[3]
         report.conflicting_duplicates = counts[4]
         report.conflicting_transactions = [r[0] for r in await conn.fetch(CONFLICTING)]
         retained_from = await conn.fetchval(RETAINED_FROM)
         if retained_from is not None:
             report.transactions_past_retention = await conn.fetchval(PAST_RETENTION, retained_from)
-        broken = await conn.fetch(LEGS_BROKEN, retained_from)
-        report.transactions_with_broken_legs = [r[0] for r in broken]
-        report.orphan_legs = await conn.fetchval(ORPHAN_LEGS)
+        broken = await conn.fetch(LEDGER_BROKEN, retained_from)
+        report.transactions_with_broken_ledger = [r[0] for r in broken]
+        report.orphan_ledger_rows = await conn.fetchval(ORPHAN_ROWS)
+        sequences = await conn.fetch(ACCOUNTS_BROKEN)
+        report.accounts_with_broken_sequences = [r[0] for r in sequences]
     return report
 
 
@@ -227,12 +264,16 @@ def render(report: Report) -> str:
         ("unflushed beyond the shard count", sum(report.stranded.values())),
         ("transactions", report.transactions),
         ("  of which past the ledger retention", report.transactions_past_retention),
-        ("ledger entries", report.ledger_entries),
+        ("ledger rows (one per purchase: its DEBIT and CREDIT)", report.ledger_transfers),
         ("duplicate entries (rejected)", report.duplicate_entries),
         ("  of which conflicting (other accounts or amount)", report.conflicting_duplicates),
         ("dead letters", report.dead_letters),
-        ("transactions with broken legs", len(report.transactions_with_broken_legs)),
-        ("ledger legs without transaction", report.orphan_legs),
+        ("transactions without their ledger row", len(report.transactions_with_broken_ledger)),
+        ("ledger rows without transaction", report.orphan_ledger_rows),
+        (
+            "accounts with broken entry numbers or totals",
+            len(report.accounts_with_broken_sequences),
+        ),
     ]
     lines = [table(rows)]
     for entry in report.acknowledged_missing_in_postgres[:20]:
@@ -247,8 +288,10 @@ def render(report: Report) -> str:
             f"CONFLICT transaction {tx!r} was accepted again with other accounts or amount"
             " past the idempotency window: the ledger holds the first purchase"
         )
-    for tx in report.transactions_with_broken_legs[:20]:
-        lines.append(f"BROKEN legs for transaction {tx!r}")
+    for tx in report.transactions_with_broken_ledger[:20]:
+        lines.append(f"BROKEN ledger row for transaction {tx!r}")
+    for account in report.accounts_with_broken_sequences[:20]:
+        lines.append(f"BROKEN entry numbers or totals of account {account!r}")
     lines.append("OK: everything reconciles" if report.ok else "DISCREPANCIES FOUND")
     return "\n".join(lines)
 

@@ -34,7 +34,7 @@ from flusher.worker import Flusher
 from tests.helpers import Gateway, HttpClient, open_flusher
 
 TABLES = (
-    "transactions, ledger_entries, dead_letters, duplicate_entries, stream_incidents,"
+    "transactions, ledger_transfers, dead_letters, duplicate_entries, stream_incidents,"
     " account_totals"
 )
 

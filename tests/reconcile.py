@@ -10,7 +10,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from core.constants import GROUP, STREAM
-from ops.reconcile import LEGS_BROKEN, ORPHAN_LEGS, Report, reconcile, render
+from ops.reconcile import ACCOUNTS_BROKEN, LEDGER_BROKEN, ORPHAN_ROWS, Report, reconcile, render
 
 
 async def wait_for_rows(dsn: str, expected: int, timeout: float = 60) -> int:
@@ -42,7 +42,8 @@ async def wait_for_no_pending(redis: Redis, timeout: float = 30) -> None:
 async def assert_exactly_once(
     conn: asyncpg.Connection, acknowledged: Iterable[str], unanswered: Iterable[str] = ()
 ) -> None:
-    """Every acknowledged id is stored once with one DEBIT and one CREDIT.
+    """Every acknowledged id is stored once with its ledger row (one DEBIT, one CREDIT), and
+    every account's entries are numbered without gaps, with totals that add up.
 
     Anything else stored must be among ``unanswered``: requests that got no 200 (a 503 or a
     dropped connection) whose append may still have reached Redis before the failure.
@@ -54,11 +55,12 @@ async def assert_exactly_once(
     assert not missing, f"{len(missing)} acknowledged purchases missing, e.g. {sorted(missing)[:3]}"
     extra = stored - expected - set(unanswered)
     assert not extra, f"{len(extra)} stored purchases nobody sent, e.g. {sorted(extra)[:3]}"
-    broken = await conn.fetch(LEGS_BROKEN, None)  # every transaction, retention or not
-    assert broken == [], f"transactions without exactly one debit and one credit: {broken[:5]}"
-    assert await conn.fetchval(ORPHAN_LEGS) == 0
-    legs = await conn.fetchval("SELECT count(*) FROM ledger_entries")
-    assert legs == 2 * len(stored)
+    broken = await conn.fetch(LEDGER_BROKEN, None)  # every transaction, retention or not
+    assert broken == [], f"transactions without their one ledger row: {broken[:5]}"
+    assert await conn.fetchval(ORPHAN_ROWS) == 0
+    assert await conn.fetchval("SELECT count(*) FROM ledger_transfers") == len(stored)
+    accounts = await conn.fetch(ACCOUNTS_BROKEN)
+    assert accounts == [], f"accounts with broken entry numbers or totals: {accounts[:5]}"
 
 
 async def assert_reconciles(

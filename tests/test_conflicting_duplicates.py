@@ -101,7 +101,7 @@ async def test_migration_007_marks_a_previous_releases_duplicates_it_can_judge(
             VALUES ('2-0', 'tx-old', 'r2', 100, now()), ('3-0', 'tx-old', 'r3', 7, now());
             """
         )
-        assert await migrate(old) == ["007_conflicting_duplicates.sql"]
+        assert (await migrate(old))[0] == "007_conflicting_duplicates.sql"
         rows = await old.fetch(
             "SELECT stream_entry_id, conflicting, seller_account FROM duplicate_entries"
             " ORDER BY stream_entry_id"

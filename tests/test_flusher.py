@@ -48,14 +48,13 @@ async def test_purchase_becomes_one_transaction_and_a_debit_and_a_credit(
     assert tx["stream_entry_id"] == response.headers["x-stream-entry-id"]
     assert tx["request_id"] == response.headers["x-request-id"]
     assert tx["persisted_at"] >= tx["accepted_at"]
-    legs = await pg.fetch(
-        "SELECT account, direction, amount, counterparty FROM ledger_entries"
-        " WHERE transaction_id = 'tx-legs' ORDER BY direction DESC"
+    ledger = await pg.fetch(
+        "SELECT debit_account, debit_seq, credit_account, credit_seq, amount, recorded_at"
+        " FROM ledger_transfers WHERE transaction_id = 'tx-legs'"
     )
-    assert [tuple(r) for r in legs] == [
-        ("buyer-1", "DEBIT", 4200, "seller-9"),
-        ("seller-9", "CREDIT", 4200, "buyer-1"),
-    ]
+    # One row: the buyer's DEBIT and the seller's CREDIT, each its account's first entry.
+    assert [tuple(r)[:5] for r in ledger] == [("buyer-1", 1, "seller-9", 1, 4200)]
+    assert ledger[0]["recorded_at"] == tx["persisted_at"]
 
 
 async def test_a_batch_that_cannot_be_committed_is_not_acknowledged(
@@ -105,10 +104,10 @@ async def test_redelivered_entry_is_not_written_twice(
     assert flusher.stats.duplicates == 0
     assert await pg.fetchval("SELECT count(*) FROM duplicate_entries") == 0
     rows = await pg.fetch(
-        "SELECT transaction_id, count(*) AS n FROM ledger_entries GROUP BY transaction_id"
+        "SELECT transaction_id, count(*) AS n FROM ledger_transfers GROUP BY transaction_id"
     )
     assert sorted(r["transaction_id"] for r in rows) == sorted(ids)
-    assert {r["n"] for r in rows} == {2}
+    assert {r["n"] for r in rows} == {1}
 
 
 async def test_transaction_id_seen_past_the_idempotency_window_is_recorded_not_written(
@@ -124,7 +123,7 @@ async def test_transaction_id_seen_past_the_idempotency_window_is_recorded_not_w
 
     rows = await pg.fetch("SELECT amount, stream_entry_id FROM transactions")
     assert [tuple(r) for r in rows] == [(100, first.headers["x-stream-entry-id"])]
-    assert await pg.fetchval("SELECT count(*) FROM ledger_entries") == 2
+    assert await pg.fetchval("SELECT count(*) FROM ledger_transfers") == 1
     dup = await pg.fetchrow("SELECT * FROM duplicate_entries")
     assert dup is not None
     assert (dup["stream_entry_id"], dup["amount"]) == (late.headers["x-stream-entry-id"], 999)
@@ -282,6 +281,7 @@ async def test_migrations_apply_once(pg: asyncpg.Connection) -> None:
         "005_ledger_partitions.sql",
         "006_stream_shards.sql",
         "007_conflicting_duplicates.sql",
+        "008_ledger_transfers.sql",
     ]
 
 

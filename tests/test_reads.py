@@ -181,7 +181,7 @@ async def test_account_summary_keeps_totals_updated_by_the_flusher(
     assert summary["first_activity_at"] <= summary["last_activity_at"]
     # The totals are kept, not computed: they equal a scan of the ledger.
     scanned = await pg.fetchval(
-        "SELECT sum(amount) FROM ledger_entries WHERE account = 'erin' AND direction = 'DEBIT'"
+        "SELECT sum(amount) FROM ledger_transfers WHERE debit_account = 'erin'"
     )
     assert scanned == 150
 

@@ -1,8 +1,10 @@
-"""An upgrade from 943f4b2 with its purchases still in Redis: entries of the old stream
-format not yet flushed, their idempotency keys still live.
+"""Upgrades with data: from 943f4b2 with its purchases still in Redis (entries of the old
+stream format not yet flushed, their idempotency keys still live), and from 6b597ba's ledger
+(three rows a purchase, a global id) to one row a purchase numbered per account.
 
 The old purchases are written the way 943f4b2's gateway wrote them: its append script (a
-verbatim copy in tests/upgrade/), its idempotency key and marker, its JSON payload.
+verbatim copy in tests/upgrade/), its idempotency key and marker, its JSON payload. The
+old databases are written by those releases' own flusher statements (tests/upgrade/).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from hashlib import blake2b
 from pathlib import Path
+from typing import Final
 
 import asyncpg
 import msgspec
@@ -23,10 +27,20 @@ from core.constants import PAYLOAD_FIELD, STREAM
 from core.events import PurchaseRequest, encoder, request_decoder
 from core.settings import Settings
 from flusher.worker import Flusher
+from gateway.history import HistoryStore
+from gateway.views import HistoryEntry
 from ops.trace import trace_transaction
 from tests.conftest import both_redis
-from tests.helpers import HttpClient, idempotency_records, open_flusher, purchase, v1_entry
+from tests.helpers import (
+    HttpClient,
+    idempotency_records,
+    open_flusher,
+    purchase,
+    stream_entry,
+    v1_entry,
+)
 from tests.reconcile import assert_reconciles
+from tests.upgrade.old_flushers import RELEASE_6B597BA, RELEASE_943F4B2
 
 OLD_APPEND = (Path(__file__).parent / "upgrade" / "append_943f4b2.lua").read_text()
 
@@ -82,7 +96,7 @@ async def test_old_format_entries_are_read_and_flushed_beside_new_ones(
     )
     assert tuple(rows[0])[:4] == ("up-new", 20000, "23131342342342321", "23132131")
     assert tuple(rows[1]) == ("up-old", 4321, "23131342342342321", "23132131", old_entry)
-    assert await pg.fetchval("SELECT count(*) FROM ledger_entries") == 4
+    assert await pg.fetchval("SELECT count(*) FROM ledger_transfers") == 2
     persisted = (await client.get("/transactions/up-old")).json()
     assert persisted["status"] == "PERSISTED"
 
@@ -143,34 +157,23 @@ async def drain(settings: Settings) -> Flusher:
     return worker
 
 
-async def as_943f4b2_left_it(conn: asyncpg.Connection) -> None:
-    """943f4b2's flusher wrote the same rows as today's but for migration 007's three
-    columns of duplicate_entries (the only schema change since): without them, and without
-    007 in schema_migrations, the database is the one that release left."""
-    await conn.execute(
-        "ALTER TABLE duplicate_entries DROP COLUMN customer_account,"
-        " DROP COLUMN seller_account, DROP COLUMN conflicting;"
-        " DELETE FROM schema_migrations WHERE version LIKE '007%';"
-    )
-
-
 @both_redis
 async def test_a_database_and_stream_943f4b2_wrote_upgrade_with_their_data(
     redis: Redis, settings: Settings
 ) -> None:
     async with fresh_database(settings) as old:
-        # What 943f4b2 left behind: purchases flushed, a duplicate (a retry after its
-        # window, other amount), a dead letter, and a backlog still in the stream.
-        for tx in ("up-1", "up-2", "up-3"):
-            await old_gateway_append(redis, tx)
-        await redis.delete(b"monokera:{0}:idem:up-1")  # its window passed
-        await old_gateway_append(redis, "up-1", amount=7)
-        await redis.xadd(STREAM, {PAYLOAD_FIELD: b"not an event"})
-        flushed = await drain(old)
-        assert (flushed.stats.inserted, flushed.stats.dead_letters) == (3, 1)
         conn = await asyncpg.connect(old.database_url)
         try:
-            await as_943f4b2_left_it(conn)
+            # What 943f4b2 left behind: its schema, purchases its flusher wrote, a duplicate
+            # (a retry after its window, other amount), a dead letter, and a backlog still
+            # in the stream.
+            await RELEASE_943F4B2.create_schema(conn)
+            for tx in ("up-1", "up-2", "up-3"):
+                await old_gateway_append(redis, tx)
+            await redis.delete(b"monokera:{0}:idem:up-1")  # its window passed
+            await old_gateway_append(redis, "up-1", amount=7)
+            await redis.xadd(STREAM, {PAYLOAD_FIELD: b"not an event"})
+            assert await RELEASE_943F4B2.flush(redis, conn) == 3
             for tx in ("up-4", "up-5"):  # acknowledged, not yet flushed at the upgrade
                 await old_gateway_append(redis, tx)
             await redis.delete(b"monokera:{0}:idem:up-2")
@@ -178,9 +181,8 @@ async def test_a_database_and_stream_943f4b2_wrote_upgrade_with_their_data(
 
             upgraded = await drain(old)  # migrates, then flushes the old-format backlog
 
-            assert await conn.fetchval(
-                "SELECT count(*) FROM schema_migrations WHERE version LIKE '007%'"
-            )
+            versions = await conn.fetch("SELECT version FROM schema_migrations ORDER BY 1")
+            assert [v[0][:3] for v in versions][-2:] == ["007", "008"]
             assert (upgraded.stats.inserted, upgraded.stats.conflicting_duplicates) == (2, 1)
             duplicates = await conn.fetch(
                 "SELECT transaction_id, amount, conflicting FROM duplicate_entries"
@@ -189,7 +191,7 @@ async def test_a_database_and_stream_943f4b2_wrote_upgrade_with_their_data(
             # 943f4b2's row judged by its amount; the new one by amount and accounts.
             assert [tuple(r) for r in duplicates] == [("up-1", 7, True), ("up-2", 9, True)]
             assert await conn.fetchval("SELECT count(*) FROM transactions") == 5
-            assert await conn.fetchval("SELECT count(*) FROM ledger_entries") == 10
+            assert await conn.fetchval("SELECT count(*) FROM ledger_transfers") == 5
             assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 1
             totals = await conn.fetchrow(
                 "SELECT debit_count, debited_total FROM account_totals"
@@ -199,3 +201,114 @@ async def test_a_database_and_stream_943f4b2_wrote_upgrade_with_their_data(
             await assert_reconciles(redis, conn)
         finally:
             await conn.close()
+
+
+OLD_HISTORY: Final = """
+SELECT transaction_id, direction FROM ledger_entries WHERE account = $1
+ORDER BY recorded_at DESC, entry_id DESC
+"""
+"""An account's history as 6b597ba read it, newest first."""
+
+ACCOUNTS: Final = ("alice", "bob", "shop")
+
+
+async def append(redis: Redis, tx: str, customer: str, seller: str) -> None:
+    await redis.xadd(STREAM, stream_entry(tx, customer=customer, seller=seller))
+
+
+async def move_back(conn: asyncpg.Connection, prefix: str, days: int) -> None:
+    """The purchases ``prefix``* as if flushed ``days`` days ago, into that day's partition
+    (made as that day's maintenance would have made it)."""
+    day = await conn.fetchval(
+        "SELECT date_trunc('day', clock_timestamp(), 'UTC') - make_interval(days => $1)", days
+    )
+    name = f"ledger_entries_p{day:%Y%m%d}"
+    await conn.execute(
+        f"CREATE TABLE {name} PARTITION OF ledger_entries"
+        f" FOR VALUES FROM ('{day.isoformat()}') TO ('{(day + timedelta(days=1)).isoformat()}')"
+    )
+    shift = "make_interval(days => $2)"
+    await conn.execute(
+        f"UPDATE ledger_entries SET recorded_at = recorded_at - {shift}"
+        " WHERE transaction_id LIKE $1 || '%'",
+        prefix,
+        days,
+    )
+    await conn.execute(
+        f"UPDATE transactions SET persisted_at = persisted_at - {shift}"
+        " WHERE transaction_id LIKE $1 || '%'",
+        prefix,
+        days,
+    )
+
+
+@both_redis
+async def test_a_ledger_and_stream_6b597ba_wrote_move_to_one_row_per_purchase_in_order(
+    redis: Redis, settings: Settings
+) -> None:
+    async with fresh_database(settings) as old:
+        conn = await asyncpg.connect(old.database_url)
+        try:
+            # 6b597ba's ledger: three batches on three days (the oldest past a 30-day
+            # retention, dropped by its maintenance), accounts on both sides, a
+            # conflicting duplicate, a dead letter; then a backlog it never flushed.
+            await RELEASE_6B597BA.create_schema(conn)
+            for n in range(3):
+                await append(redis, f"a-{n}", "alice", "shop")
+            await append(redis, "a-3", "bob", "alice")
+            assert await RELEASE_6B597BA.flush(redis, conn) == 4
+            await move_back(conn, "a-", 40)
+            for n in range(4):
+                await append(redis, f"b-{n}", "bob" if n % 2 else "shop", "alice")
+            await append(redis, "b-4", "alice", "bob")
+            await redis.xadd(STREAM, {PAYLOAD_FIELD: b"not an event"})
+            assert await RELEASE_6B597BA.flush(redis, conn) == 5
+            await move_back(conn, "b-", 2)
+            await append(redis, "c-0", "shop", "bob")
+            await redis.xadd(STREAM, stream_entry("b-1", customer="alice", seller="shop"))
+            assert await RELEASE_6B597BA.flush(redis, conn) == 1
+            changes = await conn.fetch("SELECT * FROM ledger_maintain_partitions(1, 30)")
+            assert [r["action"] for r in changes].count("dropped") == 1
+            before = {a: await conn.fetch(OLD_HISTORY, a) for a in ACCOUNTS}
+            counts = {
+                r["account"]: r["n"]
+                for r in await conn.fetch(
+                    "SELECT account, debit_count + credit_count AS n FROM account_totals"
+                )
+            }
+            for n in range(3):  # acknowledged, not flushed at the upgrade
+                await append(redis, f"d-{n}", "alice", "bob")
+
+            upgraded = await drain(old)  # migrates (008), then flushes the backlog
+
+            assert upgraded.stats.inserted == 3
+            assert not await conn.fetchval("SELECT to_regclass('ledger_entries') IS NOT NULL")
+            assert await conn.fetchval("SELECT count(*) FROM transactions") == 13
+            assert await conn.fetchval("SELECT count(*) FROM ledger_transfers") == 9  # 4 dropped
+            history = HistoryStore(old.database_url)
+            try:
+                for account in ACCOUNTS:
+                    pages = await all_pages(history, account, limit=2)
+                    new = [(e.transaction_id, e.direction) for e in pages]
+                    kept = [tuple(r) for r in before[account]]
+                    added = 3 if account in ("alice", "bob") else 0
+                    # The old order kept, the backlog's purchases on top of it.
+                    assert new[added:] == kept, account
+                    numbers = [e.entry_id for e in pages]
+                    last = counts[account] + added
+                    # Numbered without a gap down from the count: the dropped ones keep theirs.
+                    assert numbers == list(range(last, last - len(numbers), -1)), account
+            finally:
+                await history.close()
+            await assert_reconciles(redis, conn)
+        finally:
+            await conn.close()
+
+
+async def all_pages(history: HistoryStore, account: str, limit: int) -> list[HistoryEntry]:
+    entries, last = await history.history(account, limit, None)
+    seen = list(entries)
+    while len(entries) == limit and last is not None:
+        entries, last = await history.history(account, limit, last)
+        seen.extend(entries)
+    return seen
