@@ -298,8 +298,8 @@ def flushers(
     code: Path, env: dict[str, str], n: int, logs: Path
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     """``n`` flusher processes of ``code``, each under its own consumer name (without one
-    they would all be ``flusher-<hostname>``: one consumer, reading each other's pending
-    entries)."""
+    all are ``flusher-<hostname>``: one consumer, whose pending list each one's start
+    takes for its own)."""
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for i in range(n):
@@ -324,7 +324,9 @@ def tails(logs: Path) -> str:
     )
 
 
-async def run_case(code: Path, fmt: int, mix: str, n_flushers: int, items: list[Purchase]) -> dict[str, Any]:  # fmt: skip
+async def run_case(
+    code: Path, fmt: int, mix: str, n_flushers: int, items: list[Purchase]
+) -> dict[str, Any]:
     n = len(items)
     logs = Path(tempfile.mkdtemp(prefix="monokera-writers-logs-"))
     with bare_stack("writers") as stack:
