@@ -9,9 +9,9 @@ Per case (account mix x flusher count), on a fresh throwaway stack:
    field of 943f4b2, when ``--code`` is a checkout without core/entries.py);
 2. N ``python -m flusher`` processes of ``--code`` (each its own ``MONOKERA_CONSUMER``, one
    shard) start on the empty stream and migrate the database themselves. Once all N are
-   reading, the bench holds the flushers' write lock (``PG_WRITE_LOCK``) and fills the
-   stream: every flusher takes a batch and waits for the lock. Releasing it starts the
-   clock, so interpreter start, migrations and the fill are outside the drain's time;
+   reading, the bench locks ``transactions`` against writes and fills the stream: every
+   flusher takes a batch and waits, at its insert or behind another batch's locks, whatever
+   the checkout's locking. Releasing the lock starts the clock, so interpreter start, migrations and the fill are outside the drain's time;
 3. the drain ends when the group has nothing pending and was delivered the last entry.
    Drain rate: purchases / wall time from the release. CPU: the flushers' and all of
    PostgreSQL's processes (exited backends too, through the postmaster's reaped children;
@@ -19,8 +19,8 @@ Per case (account mix x flusher count), on a fresh throwaway stack:
    read and decoded before the release, are in it; Redis's CPU (INFO) from the release;
 4. meanwhile one connection samples ``pg_stat_activity`` every 20 ms: a sample is busy when
    at least one client backend is active; among busy samples, the share with a backend
-   waiting on a heavyweight lock (``wait_event_type = 'Lock'``: the flushers' advisory write
-   lock is one), on an LWLock, with two or more backends active, and with two or more
+   waiting on a heavyweight lock (``wait_event_type = 'Lock'``: an advisory lock, a row
+   lock, a transaction id), on an LWLock, with two or more backends active, and with two or more
    active without waiting on a lock (writing side by side);
 5. afterwards ``transactions`` must hold exactly one row per purchase.
 
@@ -57,7 +57,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from bench.harness import save_result, throwaway_stack
 from bench.references import copy_reference, process_cpu, redis_cpu
-from core.constants import GROUP, PG_WRITE_LOCK, stream_key
+from core.constants import GROUP, stream_key
 from core.entries import FIELDS, VERSION, VERSION_FIELD, values
 from core.events import CustomerInfo, EventV1, Leg, PurchaseRequest, SellerInfo, encoder
 from core.replies import text
@@ -224,10 +224,14 @@ SELECT state, wait_event_type, wait_event FROM pg_stat_activity
 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
   AND datname = current_database()
 """
-WRITE_LOCK_WAITERS = """
-SELECT count(*) FROM pg_locks
-WHERE locktype = 'advisory' AND NOT granted AND ((classid::int8 << 32) | objid::int8) = $1
+WAITING = """
+SELECT count(*) FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND wait_event_type = 'Lock'
+  AND datname = current_database()
 """
+GATE = "LOCK TABLE transactions IN SHARE MODE"
+"""Held by the bench at the start line: every flusher's batch waits at its insert into
+transactions (or behind another batch's locks), whatever the checkout's locking."""
 
 
 @dataclass
@@ -354,13 +358,14 @@ async def run_case(
 
                 wait_until(reading, 120, f"{n_flushers} flushers reading")
                 sampler_pid = await sampler.fetchval("SELECT pg_backend_pid()")
-                await gate.execute("SELECT pg_advisory_lock($1)", PG_WRITE_LOCK)
+                await gate.execute("BEGIN")
+                await gate.execute(GATE)
                 cpu0 = {p.pid: process_cpu(p.pid) for p in procs}
                 pg0 = postgres_cpu(stack.postgres.pid)
 
                 last_id = fill(redis, items, fmt)
                 deadline, gated = time.monotonic() + 30, True
-                while await sampler.fetchval(WRITE_LOCK_WAITERS, PG_WRITE_LOCK) < n_flushers:
+                while await sampler.fetchval(WAITING) < n_flushers:
                     if time.monotonic() > deadline:
                         gated = False  # timed from the release all the same
                         print(f"  warning: not every flusher waited at the gate ({mix}, {n_flushers})")  # fmt: skip
@@ -370,7 +375,7 @@ async def run_case(
                 samples, stop = Samples(), asyncio.Event()
                 redis0 = redis_cpu(redis)
                 started = time.monotonic()
-                await gate.execute("SELECT pg_advisory_unlock($1)", PG_WRITE_LOCK)
+                await gate.execute("COMMIT")
                 sampling = asyncio.create_task(sample_activity(sampler, samples, stop))
                 while not await drained(aredis, last_id):
                     if time.monotonic() - started > 600:
