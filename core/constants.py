@@ -50,6 +50,10 @@ PAYLOAD_FIELD: Final = "p"
 PG_MIGRATION_LOCK: Final = 0x4D4F4E4F
 """Advisory-lock key that serialises migrations between processes ("MONO")."""
 
+PG_PARTITIONS_LOCK: Final = 0x4D4F4E50
+"""Transaction-level advisory lock of ledger partition maintenance ("MONP"): flushers
+starting together would otherwise create the same partition twice. Batches never take it."""
+
 
 def account_version_key(account: str) -> bytes:
     """Per-account version, deleted by the flusher after each commit that touches the account.

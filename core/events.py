@@ -59,10 +59,11 @@ RequestId = Annotated[str, Meta(max_length=80, pattern=_PRINTABLE)]  # id[:item]
 AcceptedAtUs = Annotated[int, Meta(ge=0, lt=253_402_300_800_000_000)]  # before year 10000
 
 
-class PurchaseEvent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class PurchaseEvent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, array_like=True):
     """One stream entry: a purchase, each value once. Its two legs (the buyer debited, the
     seller credited, by the same amount) follow from it, so they are derived where they are
-    read rather than stored (core/entries.py holds the stream entry's layout)."""
+    read rather than stored (core/entries.py holds the stream entry's layout, whose values
+    come in this order: array_like lets msgspec check a whole batch of them in one call)."""
 
     transaction_id: TransactionId
     customer_account: Account

@@ -16,11 +16,10 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import TypeVar
 
-import msgspec
 from redis.exceptions import ResponseError
 
 from core.cache_version import BatchHold
-from core.entries import decode, raw
+from core.entries import decode_all, raw
 from core.flusher_stats import publish_stats
 from core.groups import is_missing_stream
 from core.heartbeat import Heartbeat
@@ -74,14 +73,16 @@ class FlusherStats:
 def decode_entries(entries: list[Entry]) -> tuple[list[Decoded], list[Undecodable]]:
     good: list[Decoded] = []
     bad: list[Undecodable] = []
+    present = [(entry_id, fields) for entry_id, fields in entries if fields is not None]
     for entry_id, fields in entries:
         if fields is None:
             bad.append(Undecodable(entry_id, b"", "entry has no payload (deleted or trimmed)"))
-            continue
-        try:
-            good.append(Decoded(entry_id, decode(fields)))
-        except (msgspec.DecodeError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-            bad.append(Undecodable(entry_id, raw(fields), f"undecodable event: {exc}"))
+    decoded = decode_all([fields for _, fields in present])
+    for (entry_id, fields), event in zip(present, decoded, strict=True):
+        if isinstance(event, ValueError):
+            bad.append(Undecodable(entry_id, raw(fields), f"undecodable event: {event}"))
+        else:
+            good.append(Decoded(entry_id, event))
     return good, bad
 
 

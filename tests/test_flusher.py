@@ -20,7 +20,7 @@ from flusher.store import PurchaseStore
 from flusher.stream import GroupReader
 from flusher.worker import Flusher, decode_entries
 from tests.conftest import both_redis
-from tests.helpers import HttpClient, entry_fields, forget_idempotency, purchase
+from tests.helpers import HttpClient, entry_fields, forget_idempotency, purchase, stream_entry
 from tests.reconcile import wait_for_rows
 
 
@@ -221,6 +221,28 @@ async def test_entry_with_invalid_utf8_is_dead_lettered(
     assert await flusher.drain() == 1
     assert await pg.fetchval("SELECT count(*) FROM dead_letters") == 1
     assert (await redis.xpending(STREAM, GROUP))["pending"] == 0
+
+
+async def test_invalid_format_2_entries_are_dead_lettered_by_field_and_the_batch_goes_on(
+    flusher: Flusher, redis: Redis, pg: asyncpg.Connection
+) -> None:
+    """One batch: a whole batch is checked in one call, and checked again entry by entry
+    when it holds an invalid one, to tell which."""
+    good = [await redis.xadd(STREAM, stream_entry(f"ok-{n}")) for n in range(3)]
+    negative = stream_entry("bad-amount") | {b"amount": b"-5"}
+    nul = stream_entry("bad-nul") | {b"seller_name": b"Shop\x00Inc"}
+    control = stream_entry("bad-name") | {b"customer_name": b"Bell\x07"}
+    bad = [await redis.xadd(STREAM, fields) for fields in (negative, nul, control)]
+    good.append(await redis.xadd(STREAM, stream_entry("ok-3")))
+
+    assert await flusher.drain() == 7
+    stored = await pg.fetch("SELECT stream_entry_id FROM transactions ORDER BY 1")
+    assert [r[0] for r in stored] == [i.decode() for i in good]
+    dead = await pg.fetch("SELECT stream_entry_id, error FROM dead_letters ORDER BY 1")
+    assert [r[0] for r in dead] == [i.decode() for i in bad]
+    assert "`$.amount`" in dead[0]["error"]
+    assert "NUL" in dead[1]["error"]
+    assert "`$.customer_name`" in dead[2]["error"]
 
 
 @both_redis

@@ -7,6 +7,7 @@ tables), so these tests assert what must hold whatever other tests created befor
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, timedelta
 from typing import Any
@@ -269,3 +270,21 @@ async def test_a_later_page_skips_newer_partitions_and_leaves_older_ones_unread(
     current = by_partition[partition_name(today - 2 * DAY), "debit"]
     assert (current["Node Type"], current["Actual Rows"]) == ("Index Scan", 20)
     assert by_partition[partition_name(today - 3 * DAY), "debit"]["Actual Loops"] == 0
+
+
+async def test_flushers_starting_together_make_each_day_once(
+    settings: Settings, pg: asyncpg.Connection
+) -> None:
+    stores = [PurchaseStore(settings.database_url) for _ in range(3)]
+    try:
+        ahead = 60 + (await pg.fetchval("SELECT count(*) FROM ledger_partitions"))
+        runs = await asyncio.gather(
+            *(s.maintain_partitions(ahead_days=ahead, retention_days=0) for s in stores)
+        )
+    finally:
+        for store in stores:
+            await store.close()
+    made = [c.partition for changes in runs if changes for c in changes]
+    assert made and len(made) == len(set(made))  # none twice, and none failed
+    today = await pg.fetchval(TODAY)
+    assert partition_name(today + ahead * DAY) in await partitions(pg)
