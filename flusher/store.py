@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import asyncpg
@@ -21,6 +20,14 @@ import asyncpg
 from core.events import PurchaseEvent
 from core.migrate import migrate
 from flusher.errors import PG_RETRYABLE, DatabaseUnavailable
+from flusher.ledger_rows import (
+    LEDGER_COLUMNS,
+    MOVE_COLUMNS,
+    TRANSACTION_COLUMNS,
+    accepted_at,
+    account_moves,
+    batch_rows,
+)
 from flusher.partitions import PartitionChange, maintain_partitions
 
 BeforeCommit = Callable[[], Awaitable[object]] | None
@@ -67,17 +74,70 @@ ORDER BY account
 ON CONFLICT (account) DO UPDATE SET account = EXCLUDED.account WHERE false
 """
 
+CREATE_MOVES: Final = """
+CREATE TEMP TABLE IF NOT EXISTS batch_moves (
+    account           text        NOT NULL,
+    debited           bigint      NOT NULL,
+    credited          bigint      NOT NULL,
+    debits            bigint      NOT NULL,
+    credits           bigint      NOT NULL,
+    first_activity_at timestamptz NOT NULL,
+    last_activity_at  timestamptz NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+
+LOCK_MOVED_ACCOUNTS: Final = """
+-- LOCK_ACCOUNTS for the direct path: the accounts of batch_moves, created when new and
+-- locked, in one order.
+INSERT INTO account_totals AS t (account)
+SELECT account FROM batch_moves ORDER BY account
+ON CONFLICT (account) DO UPDATE SET account = EXCLUDED.account WHERE false
+"""
+
+COUNTERS: Final = """
+-- The locked accounts' last numbers and times (current: nobody else can move them now),
+-- and the database's clock.
+SELECT t.account, t.debit_count + t.credit_count AS last_seq, t.last_recorded_at,
+       clock_timestamp() AS now
+FROM batch_moves m JOIN account_totals t USING (account)
+"""
+
+ADD_MOVES: Final = """
+-- $1: the batch's recorded_at. Every row exists and is locked: the upsert always updates,
+-- finding each by its key.
+INSERT INTO account_totals AS t (
+    account, debited_total, credited_total, debit_count, credit_count,
+    first_activity_at, last_activity_at, last_recorded_at
+)
+SELECT account, debited, credited, debits, credits, first_activity_at, last_activity_at,
+       $1::timestamptz
+FROM batch_moves
+ON CONFLICT (account) DO UPDATE SET
+    debited_total = t.debited_total + EXCLUDED.debited_total,
+    credited_total = t.credited_total + EXCLUDED.credited_total,
+    debit_count = t.debit_count + EXCLUDED.debit_count,
+    credit_count = t.credit_count + EXCLUDED.credit_count,
+    first_activity_at = least(t.first_activity_at, EXCLUDED.first_activity_at),
+    last_activity_at = greatest(t.last_activity_at, EXCLUDED.last_activity_at),
+    last_recorded_at = EXCLUDED.last_recorded_at
+"""
+
 INSERT_FROM_STAGING: Final = """
 -- $1: the stream shard of the whole batch (entry ids are unique per stream only).
 -- The batch's accounts are locked (LOCK_ACCOUNTS): their totals rows, read here, are
--- current, and the numbers handed out below are the next ones of each account.
-WITH clock AS (
+-- current, and the numbers handed out below are the next ones of each account. Every
+-- access to account_totals goes by its primary key: a batch costs the same however many
+-- accounts there are.
+WITH accounts AS MATERIALIZED (
+    -- The batch's accounts, each found by its primary key (however many accounts exist).
+    SELECT t.account, t.debit_count + t.credit_count AS last_seq, t.last_recorded_at
+    FROM account_totals t
+    WHERE t.account = ANY (ARRAY(SELECT customer_account FROM incoming
+                                 UNION SELECT seller_account FROM incoming))
+), clock AS (
     -- One time for the whole batch, never behind the last one of any of its accounts:
     -- within an account, recorded_at (the partition key) follows the entry numbers.
-    SELECT greatest(clock_timestamp(), max(t.last_recorded_at)) AS recorded_at
-    FROM account_totals t
-    WHERE t.account IN (SELECT customer_account FROM incoming
-                        UNION SELECT seller_account FROM incoming)
+    SELECT greatest(clock_timestamp(), max(last_recorded_at)) AS recorded_at FROM accounts
 ), fresh AS (
     INSERT INTO transactions (
         transaction_id, customer_name, customer_account, seller_name, seller_account,
@@ -101,9 +161,8 @@ WITH clock AS (
     FROM fresh f JOIN incoming i USING (stream_entry_id)
 ), numbered AS (
     SELECT l.transaction_id, l.account, l.debit, l.amount, l.accepted_at,
-           t.debit_count + t.credit_count
-             + row_number() OVER (PARTITION BY l.account ORDER BY l.seq) AS account_seq
-    FROM legs l JOIN account_totals t USING (account)
+           a.last_seq + row_number() OVER (PARTITION BY l.account ORDER BY l.seq) AS account_seq
+    FROM legs l JOIN accounts a USING (account)
 ), transfers AS (
     INSERT INTO ledger_transfers (
         transaction_id, debit_account, debit_seq, credit_account, credit_seq, amount,
@@ -118,25 +177,27 @@ WITH clock AS (
 ), totals AS (
     -- Aggregates and counters move with the entries, in the same transaction: reads never
     -- scan history, and debit_count + credit_count is the account's last entry number.
-    UPDATE account_totals AS t SET
-        debited_total = t.debited_total + s.debited_total,
-        credited_total = t.credited_total + s.credited_total,
-        debit_count = t.debit_count + s.debit_count,
-        credit_count = t.credit_count + s.credit_count,
-        first_activity_at = least(t.first_activity_at, s.first_activity_at),
-        last_activity_at = greatest(t.last_activity_at, s.last_activity_at),
-        last_recorded_at = clock.recorded_at
-    FROM (
-        SELECT account,
-               coalesce(sum(amount) FILTER (WHERE debit), 0) AS debited_total,
-               coalesce(sum(amount) FILTER (WHERE NOT debit), 0) AS credited_total,
-               count(*) FILTER (WHERE debit) AS debit_count,
-               count(*) FILTER (WHERE NOT debit) AS credit_count,
-               min(accepted_at) AS first_activity_at, max(accepted_at) AS last_activity_at
-        FROM legs
-        GROUP BY account
-    ) AS s CROSS JOIN clock
-    WHERE t.account = s.account
+    -- Every row exists and is locked (LOCK_ACCOUNTS): an upsert finds each by its key.
+    INSERT INTO account_totals AS t (
+        account, debited_total, credited_total, debit_count, credit_count,
+        first_activity_at, last_activity_at, last_recorded_at
+    )
+    SELECT account,
+           coalesce(sum(amount) FILTER (WHERE debit), 0),
+           coalesce(sum(amount) FILTER (WHERE NOT debit), 0),
+           count(*) FILTER (WHERE debit),
+           count(*) FILTER (WHERE NOT debit),
+           min(accepted_at), max(accepted_at), (SELECT recorded_at FROM clock)
+    FROM legs
+    GROUP BY account
+    ON CONFLICT (account) DO UPDATE SET
+        debited_total = t.debited_total + EXCLUDED.debited_total,
+        credited_total = t.credited_total + EXCLUDED.credited_total,
+        debit_count = t.debit_count + EXCLUDED.debit_count,
+        credit_count = t.credit_count + EXCLUDED.credit_count,
+        first_activity_at = least(t.first_activity_at, EXCLUDED.first_activity_at),
+        last_activity_at = greatest(t.last_activity_at, EXCLUDED.last_activity_at),
+        last_recorded_at = EXCLUDED.last_recorded_at
 ), stored AS (
     -- What the ledger holds for each transaction_id of the batch: inserted before (the
     -- table, as of this statement's snapshot) or just now (fresh, which the table does
@@ -183,8 +244,6 @@ REFUSED: Final = (
     asyncpg.exceptions.IntegrityConstraintViolationError,
 )
 """Server errors that retrying the same rows cannot fix."""
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 DEADLOCK_ATTEMPTS: Final = 5
 """Tries of one batch aborted as a deadlock before it is left to the flusher's retry loop."""
@@ -240,7 +299,7 @@ def staging_record(seq: int, item: Decoded) -> tuple[object, ...]:
         e.amount,
         e.request_id,
         item.entry_id,
-        _EPOCH + timedelta(microseconds=e.accepted_at_us),
+        accepted_at(e),
     )
 
 
@@ -274,6 +333,8 @@ class PurchaseStore:
         self._conn: asyncpg.Connection | None = None
         self.deadlocks_retried = 0
         """Batches PostgreSQL aborted as deadlocked and this store wrote again."""
+        self.staged_after_conflict = 0
+        """Batches the direct path found a stored transaction_id in, written again staged."""
 
     async def connect(self) -> asyncpg.Connection:
         if self._conn is not None and not self._conn.is_closed():
@@ -293,6 +354,7 @@ class PurchaseStore:
         try:
             self._has_transaction_timeout = conn.get_server_version().major >= 17
             await conn.execute(CREATE_STAGING)
+            await conn.execute(CREATE_MOVES)
         except BaseException as exc:
             conn.terminate()
             if isinstance(exc, PG_RETRYABLE):
@@ -362,6 +424,71 @@ class PurchaseStore:
         bad: list[Undecodable],
         before_commit: BeforeCommit = None,
     ) -> WriteResult:
+        if good and len({item.event.transaction_id for item in good}) == len(good):
+            try:
+                return await self._write_direct(conn, good, bad, before_commit)
+            except asyncpg.exceptions.UniqueViolationError:
+                self.staged_after_conflict += 1  # rolled back: written the general way
+        return await self._write_staged(conn, good, bad, before_commit)
+
+    async def _write_direct(
+        self,
+        conn: asyncpg.Connection,
+        good: list[Decoded],
+        bad: list[Undecodable],
+        before_commit: BeforeCommit = None,
+    ) -> WriteResult:
+        """The usual batch, every transaction_id new and once: its rows numbered here and
+        COPYed straight into transactions and ledger_transfers. A transaction_id already
+        stored aborts the COPY (UniqueViolationError), and the caller writes the batch
+        again through the staging table, which sorts out redeliveries and duplicates."""
+        purchases = [(item.entry_id, item.event) for item in good]
+        times = [accepted_at(item.event) for item in good]
+        async with conn.transaction():
+            if self._has_transaction_timeout:
+                await conn.execute(SET_TRANSACTION_TIMEOUT, self._transaction_timeout_ms)
+            await conn.copy_records_to_table(
+                "batch_moves", records=account_moves(purchases, times), columns=MOVE_COLUMNS
+            )
+            await conn.execute(LOCK_MOVED_ACCOUNTS)
+            found = await conn.fetch(COUNTERS)
+            # Never behind the last time of any of the batch's accounts: within an account,
+            # recorded_at (the partition key) follows the entry numbers.
+            recorded_at = max(
+                [found[0]["now"], *(r["last_recorded_at"] for r in found if r["last_recorded_at"])]
+            )
+            rows = batch_rows(
+                purchases,
+                times,
+                shard=self.shard,
+                last_seq={r["account"]: r["last_seq"] for r in found},
+                recorded_at=recorded_at,
+            )
+            await conn.copy_records_to_table(
+                "transactions", records=rows.transactions, columns=TRANSACTION_COLUMNS
+            )
+            await conn.copy_records_to_table(
+                "ledger_transfers", records=rows.ledger, columns=LEDGER_COLUMNS
+            )
+            await conn.execute(ADD_MOVES, recorded_at)
+            await self._dead_letters(conn, bad)
+            if before_commit is not None:
+                await before_commit()
+        return WriteResult(inserted=len(good), dead_letters=len(bad))
+
+    async def _dead_letters(self, conn: asyncpg.Connection, bad: list[Undecodable]) -> None:
+        if bad:
+            await conn.executemany(
+                INSERT_DEAD_LETTER, [(self.shard, b.entry_id, b.payload, b.error) for b in bad]
+            )
+
+    async def _write_staged(
+        self,
+        conn: asyncpg.Connection,
+        good: list[Decoded],
+        bad: list[Undecodable],
+        before_commit: BeforeCommit = None,
+    ) -> WriteResult:
         result = WriteResult()
         async with conn.transaction():
             if self._has_transaction_timeout:
@@ -379,12 +506,8 @@ class PurchaseStore:
                 result.duplicates = counts["duplicates"]
                 result.conflicting = counts["conflicting"]
                 result.redelivered = len(good) - result.inserted - result.duplicates
-            if bad:
-                await conn.executemany(
-                    INSERT_DEAD_LETTER,
-                    [(self.shard, b.entry_id, b.payload, b.error) for b in bad],
-                )
-                result.dead_letters = len(bad)
+            await self._dead_letters(conn, bad)
+            result.dead_letters = len(bad)
             if before_commit is not None:
                 await before_commit()
         return result

@@ -206,6 +206,33 @@ async def test_the_same_schedule_catches_a_ledger_numbered_by_a_global_sequence(
         await pg.execute("DROP TABLE naive_ledger")
 
 
+async def test_a_batch_holding_a_stored_purchase_is_written_staged_and_numbered_on(
+    settings: Settings, pg: asyncpg.Connection
+) -> None:
+    """A batch is COPYed straight in when every transaction_id is new; one already stored
+    (a redelivery) aborts that, and the batch goes through the staging table instead."""
+    store = PurchaseStore(settings.database_url)
+    try:
+        first = [
+            Decoded("1-0", event("st-1", HOT, "shop")),
+            Decoded("1-1", event("st-2", "shop", HOT)),
+        ]
+        assert (await store.write(first, [])).inserted == 2
+        assert store.staged_after_conflict == 0
+        again = [
+            Decoded("2-0", event("st-3", HOT, "shop")),
+            first[0],
+            Decoded("2-1", event("st-4", HOT, "mall")),
+        ]
+        result = await store.write(again, [])
+    finally:
+        await store.close()
+    assert (result.inserted, result.redelivered, store.staged_after_conflict) == (2, 1, 1)
+    ledger = FlusherLedger(settings, pg)
+    assert await ledger.numbers() == [4, 3, 2, 1]
+    assert await pg.fetch(ACCOUNTS_BROKEN) == []
+
+
 # The soak.
 
 HOT_ACCOUNTS: Final = ("hot-a", "hot-b", "hot-c")
