@@ -28,8 +28,8 @@ async def open_flushers(
     settings: Settings, shards: list[int] | None = None
 ) -> tuple[list[Flusher], Close]:
     """A flusher per shard, each with a Redis client and a PostgreSQL connection of its own:
-    a slow shard never holds up the others' reads (writes take turns under the global
-    write lock anyway), and no client is used by two tasks at once (redis-py's asyncio
+    a slow shard never holds up the others' reads or writes (batches of different shards
+    commit side by side unless they share an account), and no client is used by two tasks at once (redis-py's asyncio
     cluster client can fail with an AttributeError when concurrent tasks make it
     initialise or reconnect at the same time; seen in the failover test)."""
     clients: list[Redis] = []

@@ -319,8 +319,8 @@ class PurchaseStore:
         self._dsn = dsn
         self.shard = shard
         self._timeout_s = timeout_s
-        # A flusher frozen mid-transaction (SIGSTOP, a stuck host) holds the write lock and
-        # would stall whoever takes its entries over: PostgreSQL ends such a transaction.
+        # A flusher frozen mid-transaction (SIGSTOP, a stuck host) holds its accounts' locks
+        # and would stall every batch sharing one, and whoever takes its entries over: PostgreSQL ends such a transaction.
         # transaction_timeout (PostgreSQL 17+) also covers a client frozen in the middle of
         # the extended protocol, which idle_in_transaction_session_timeout does not. It is
         # set for each batch transaction only (SET LOCAL): migrations and partition

@@ -125,7 +125,7 @@ class Flusher:
 
         ``batch``'s hold is taken inside the transaction, right before COMMIT: reads of its
         accounts skip the cache for the COMMIT and the release only, not for the batch's
-        statements (and the wait for the write lock) too."""
+        statements (and the wait for its accounts' locks) too."""
         before_commit = None if batch is None else partial(self.hold, batch)
         delay = 0.05
         while True:

@@ -117,7 +117,7 @@ async def wait_until_blocked_on_lock(pg: asyncpg.Connection, count: int = 1) -> 
     while time.monotonic() < deadline:
         waiting = await pg.fetchval(
             "SELECT count(*) FROM pg_stat_activity"
-            " WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO transactions%'"
+            " WHERE wait_event_type = 'Lock' AND query ~ '(INSERT INTO|COPY|FROM) \"?transactions\"?'"
         )
         if waiting >= count:
             return
