@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.harness import save_result, serve_gateway, throwaway_stack, wrk_missing
 from bench.wrk import wrk_paths
-from core.events import Leg, PurchaseEvent
+from core.events import PurchaseEvent
 from devstack.processes import stop_process
 from flusher.store import Decoded, PurchaseStore
 
@@ -51,9 +51,11 @@ async def seed(dsn: str, entries: int, accounts: int) -> list[str]:
         amount = rng.randint(100, 100_000)
         event = PurchaseEvent(
             transaction_id=f"seed-{i}",
+            customer_account=buyer,
             customer_name="Buyer",
+            seller_account=seller,
             seller_name="Seller",
-            legs=(Leg(buyer, "DEBIT", amount), Leg(seller, "CREDIT", amount)),
+            amount=amount,
             request_id=f"seed-{i}",
             accepted_at_us=now_us + i * 1000,
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 import asyncpg
 
@@ -95,23 +95,24 @@ ON CONFLICT (account) DO UPDATE SET account = EXCLUDED.account WHERE false
 """
 
 COUNTERS: Final = """
--- The locked accounts' last numbers and times (current: nobody else can move them now),
--- and the database's clock.
-SELECT t.account, t.debit_count + t.credit_count AS last_seq, t.last_recorded_at,
-       clock_timestamp() AS now
+-- The locked accounts' last numbers (current: nobody else can move them now).
+SELECT t.account, t.debit_count + t.credit_count
 FROM batch_moves m JOIN account_totals t USING (account)
 """
 
-ADD_MOVES: Final = """
--- $1: the batch's recorded_at. Every row exists and is locked: the upsert always updates,
--- finding each by its key.
+BATCH_TIME: Final = """
+-- The batch's recorded_at: never behind the last one of any of its accounts, so that
+-- within an account recorded_at (the partition key) follows the entry numbers.
+SELECT greatest(clock_timestamp(), max(t.last_recorded_at))
+FROM batch_moves m JOIN account_totals t USING (account)
+"""
+
+_ADD_TO_TOTALS: Final = """
 INSERT INTO account_totals AS t (
     account, debited_total, credited_total, debit_count, credit_count,
     first_activity_at, last_activity_at, last_recorded_at
 )
-SELECT account, debited, credited, debits, credits, first_activity_at, last_activity_at,
-       $1::timestamptz
-FROM batch_moves
+{moves}
 ON CONFLICT (account) DO UPDATE SET
     debited_total = t.debited_total + EXCLUDED.debited_total,
     credited_total = t.credited_total + EXCLUDED.credited_total,
@@ -121,8 +122,19 @@ ON CONFLICT (account) DO UPDATE SET
     last_activity_at = greatest(t.last_activity_at, EXCLUDED.last_activity_at),
     last_recorded_at = EXCLUDED.last_recorded_at
 """
+"""What a batch adds to its accounts' totals and counters; ``{moves}``: a SELECT of one row
+per account in the column order above. Every row exists and is locked (the batch locked
+its accounts first): the upsert always updates, finding each by its key."""
 
-INSERT_FROM_STAGING: Final = """
+ADD_MOVES: Final = _ADD_TO_TOTALS.replace(
+    "{moves}",
+    """-- $1: the batch's recorded_at.
+SELECT account, debited, credited, debits, credits, first_activity_at, last_activity_at,
+       $1::timestamptz
+FROM batch_moves""",
+)
+
+_INSERT_FROM_STAGING: Final = """
 -- $1: the stream shard of the whole batch (entry ids are unique per stream only).
 -- The batch's accounts are locked (LOCK_ACCOUNTS): their totals rows, read here, are
 -- current, and the numbers handed out below are the next ones of each account. Every
@@ -177,27 +189,7 @@ WITH accounts AS MATERIALIZED (
 ), totals AS (
     -- Aggregates and counters move with the entries, in the same transaction: reads never
     -- scan history, and debit_count + credit_count is the account's last entry number.
-    -- Every row exists and is locked (LOCK_ACCOUNTS): an upsert finds each by its key.
-    INSERT INTO account_totals AS t (
-        account, debited_total, credited_total, debit_count, credit_count,
-        first_activity_at, last_activity_at, last_recorded_at
-    )
-    SELECT account,
-           coalesce(sum(amount) FILTER (WHERE debit), 0),
-           coalesce(sum(amount) FILTER (WHERE NOT debit), 0),
-           count(*) FILTER (WHERE debit),
-           count(*) FILTER (WHERE NOT debit),
-           min(accepted_at), max(accepted_at), (SELECT recorded_at FROM clock)
-    FROM legs
-    GROUP BY account
-    ON CONFLICT (account) DO UPDATE SET
-        debited_total = t.debited_total + EXCLUDED.debited_total,
-        credited_total = t.credited_total + EXCLUDED.credited_total,
-        debit_count = t.debit_count + EXCLUDED.debit_count,
-        credit_count = t.credit_count + EXCLUDED.credit_count,
-        first_activity_at = least(t.first_activity_at, EXCLUDED.first_activity_at),
-        last_activity_at = greatest(t.last_activity_at, EXCLUDED.last_activity_at),
-        last_recorded_at = EXCLUDED.last_recorded_at
+    {add_to_totals}
 ), stored AS (
     -- What the ledger holds for each transaction_id of the batch: inserted before (the
     -- table, as of this statement's snapshot) or just now (fresh, which the table does
@@ -238,6 +230,21 @@ SELECT (SELECT count(*) FROM fresh) AS inserted,
        (SELECT count(*) FROM duplicates) AS duplicates,
        (SELECT count(*) FROM duplicates WHERE conflicting) AS conflicting
 """
+
+INSERT_FROM_STAGING: Final = _INSERT_FROM_STAGING.replace(
+    "{add_to_totals}",
+    _ADD_TO_TOTALS.replace(
+        "{moves}",
+        """SELECT account,
+       coalesce(sum(amount) FILTER (WHERE debit), 0),
+       coalesce(sum(amount) FILTER (WHERE NOT debit), 0),
+       count(*) FILTER (WHERE debit),
+       count(*) FILTER (WHERE NOT debit),
+       min(accepted_at), max(accepted_at), (SELECT recorded_at FROM clock)
+FROM legs
+GROUP BY account""",
+    ).strip(),
+)
 
 REFUSED: Final = (
     asyncpg.exceptions.DataError,
@@ -451,18 +458,10 @@ class PurchaseStore:
                 "batch_moves", records=account_moves(purchases, times), columns=MOVE_COLUMNS
             )
             await conn.execute(LOCK_MOVED_ACCOUNTS)
-            found = await conn.fetch(COUNTERS)
-            # Never behind the last time of any of the batch's accounts: within an account,
-            # recorded_at (the partition key) follows the entry numbers.
-            recorded_at = max(
-                [found[0]["now"], *(r["last_recorded_at"] for r in found if r["last_recorded_at"])]
-            )
+            last_seq = dict(cast(list[tuple[str, int]], await conn.fetch(COUNTERS)))
+            recorded_at = await conn.fetchval(BATCH_TIME)
             rows = batch_rows(
-                purchases,
-                times,
-                shard=self.shard,
-                last_seq={r["account"]: r["last_seq"] for r in found},
-                recorded_at=recorded_at,
+                purchases, times, shard=self.shard, last_seq=last_seq, recorded_at=recorded_at
             )
             await conn.copy_records_to_table(
                 "transactions", records=rows.transactions, columns=TRANSACTION_COLUMNS
