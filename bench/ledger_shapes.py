@@ -13,7 +13,8 @@ purchase. The shapes, each with its own batch statement:
   reference): what one row per purchase costs at the least;
 - ``6b597ba``: a transaction row and two leg rows per purchase, a covering index on the
   legs, ``ledger_clock`` and the global write lock (its statement, kept verbatim in
-  tests/upgrade/insert_6b597ba.sql, on its schema: migrations 001 to 007);
+  tests/upgrade/insert_6b597ba.sql and run by tests/upgrade/old_flushers.py, on its schema:
+  migrations 001 to 007);
 - ``008``: a transaction row and one ledger row per purchase, each account numbered under
   its totals row's lock (``flusher.store.PurchaseStore.write``, this release);
 - ``008 + covering``: the same with the ledger's two indexes covering what a history
@@ -31,7 +32,6 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Final
 
 import asyncpg
@@ -41,12 +41,9 @@ from bench.harness import save_result
 from bench.references import copy_reference, process_cpu
 from bench.writers import Purchase, bare_stack, purchases
 from core.events import PurchaseEvent
-from core.migrate import migrate, migration_files
-from flusher.store import CREATE_STAGING, STAGING_COLUMNS, Decoded, PurchaseStore, staging_record
-
-ROOT: Final = Path(__file__).resolve().parent.parent
-OLD_INSERT: Final = (ROOT / "tests" / "upgrade" / "insert_6b597ba.sql").read_text()
-OLD_WRITE_LOCK: Final = 0x4D4F4E57
+from core.migrate import migrate
+from flusher.store import Decoded, PurchaseStore
+from tests.upgrade.old_flushers import RELEASE_6B597BA
 
 COVERING: Final = """
 DROP INDEX ledger_transfers_debit;
@@ -100,25 +97,11 @@ async def measure(pg_pid: int, n: int, write: Callable[[], Awaitable[None]]) -> 
 async def old_shape(dsn: str, pg_pid: int, work: Batches) -> dict[str, float]:
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(
-            "CREATE TABLE schema_migrations (version text PRIMARY KEY,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for version, sql in migration_files():
-            if version[:3] <= "007":
-                await conn.execute(sql)
-        await conn.execute(CREATE_STAGING)
+        await RELEASE_6B597BA.create_schema(conn)
 
         async def write() -> None:
             for batch in work:
-                async with conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", OLD_WRITE_LOCK)
-                    await conn.copy_records_to_table(
-                        "incoming",
-                        records=[staging_record(i, d) for i, d in enumerate(batch)],
-                        columns=STAGING_COLUMNS,
-                    )
-                    await conn.fetchrow(OLD_INSERT, 0)
+                await RELEASE_6B597BA.write_batch(conn, 0, batch, [])
 
         return await measure(pg_pid, sum(map(len, work)), write)
     finally:

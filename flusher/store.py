@@ -61,18 +61,21 @@ STAGING_COLUMNS: Final = (
     "accepted_at",
 )
 
-LOCK_ACCOUNTS: Final = """
+_LOCK_ACCOUNTS_OF: Final = """
 -- Every account of the batch, created when new and locked, in one order (by account):
 -- batches that share accounts queue on the first one they share and cannot deadlock over
 -- them; batches that share none commit side by side. The rows are locked, not updated
--- (DO UPDATE ... WHERE false): each gets one new version per batch, from INSERT_FROM_STAGING.
+-- (DO UPDATE ... WHERE false): each gets one new version per batch, from the totals upsert.
 INSERT INTO account_totals AS t (account)
-SELECT account FROM (
-    SELECT customer_account FROM incoming UNION SELECT seller_account FROM incoming
-) AS batch (account)
+SELECT account FROM ({accounts}) AS batch (account)
 ORDER BY account
 ON CONFLICT (account) DO UPDATE SET account = EXCLUDED.account WHERE false
 """
+
+LOCK_ACCOUNTS: Final = _LOCK_ACCOUNTS_OF.replace(
+    "{accounts}", "SELECT customer_account FROM incoming UNION SELECT seller_account FROM incoming"
+)
+"""The staging path's: the accounts of ``incoming``."""
 
 CREATE_MOVES: Final = """
 CREATE TEMP TABLE IF NOT EXISTS batch_moves (
@@ -86,13 +89,10 @@ CREATE TEMP TABLE IF NOT EXISTS batch_moves (
 ) ON COMMIT DELETE ROWS
 """
 
-LOCK_MOVED_ACCOUNTS: Final = """
--- LOCK_ACCOUNTS for the direct path: the accounts of batch_moves, created when new and
--- locked, in one order.
-INSERT INTO account_totals AS t (account)
-SELECT account FROM batch_moves ORDER BY account
-ON CONFLICT (account) DO UPDATE SET account = EXCLUDED.account WHERE false
-"""
+LOCK_MOVED_ACCOUNTS: Final = _LOCK_ACCOUNTS_OF.replace(
+    "{accounts}", "SELECT account FROM batch_moves"
+)
+"""The direct path's: the accounts of ``batch_moves``."""
 
 COUNTERS: Final = """
 -- The locked accounts' last numbers (current: nobody else can move them now).

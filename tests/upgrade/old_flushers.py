@@ -45,7 +45,8 @@ class OldRelease:
         return (HERE / f"insert_{self.commit}.sql").read_text()
 
     async def create_schema(self, conn: asyncpg.Connection) -> None:
-        """The release's migrations, recorded as its migrate() recorded them."""
+        """The release's migrations, recorded as its migrate() recorded them; the batches'
+        staging table on ``conn``."""
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
@@ -57,6 +58,7 @@ class OldRelease:
                     await conn.execute(
                         "INSERT INTO schema_migrations (version) VALUES ($1)", version
                     )
+        await conn.execute(CREATE_STAGING)  # on this connection, for write_batch
 
     async def flush(self, redis: Redis, conn: asyncpg.Connection, shard: int = 0) -> int:
         """Deliver every new entry of the shard's stream to this release's statement, one
@@ -77,8 +79,21 @@ class OldRelease:
                 good.append(Decoded(entry_id, decode(fields)))
             except (ValueError, msgspec.DecodeError) as exc:
                 bad.append((entry_id, repr(fields).encode(), str(exc)))
+        inserted = await self.write_batch(conn, shard, good, bad)
+        if entries:
+            await redis.xack(stream, GROUP, *(raw_id for raw_id, _ in entries))
+        return inserted
+
+    async def write_batch(
+        self,
+        conn: asyncpg.Connection,
+        shard: int,
+        good: list[Decoded],
+        bad: list[tuple[str, bytes, str]],
+    ) -> int:
+        """One batch committed as the release did (``conn`` as ``create_schema`` left it);
+        the purchases inserted."""
         inserted = 0
-        await conn.execute(CREATE_STAGING)
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", OLD_WRITE_LOCK)
             if good:
@@ -92,8 +107,6 @@ class OldRelease:
                 inserted = counts["inserted"]
             if bad:
                 await conn.executemany(INSERT_DEAD_LETTER, [(shard, *b) for b in bad])
-        if entries:
-            await redis.xack(stream, GROUP, *(raw_id for raw_id, _ in entries))
         return inserted
 
 
