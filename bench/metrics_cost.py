@@ -20,12 +20,12 @@ from prometheus_client.exposition import generate_latest
 from core.backlog import Backlog
 from core.flusher_stats import FLUSHER_STATS
 from core.supervisor_status import ChildStatus
-from gateway.appender import AppendStats
-from gateway.cache import CacheStats
-from gateway.exposition import Scrape, WorkerSources
-from gateway.history import HistoryStore
-from gateway.metrics import Metrics
-from gateway.worker_counters import WorkerBoard
+from gateway.ingest.appender import AppendStats
+from gateway.reads.cache import CacheStats
+from gateway.reads.history import HistoryStore
+from gateway.status.prometheus import Scrape, WorkerSources
+from gateway.telemetry.counters import Metrics
+from gateway.telemetry.worker_board import WorkerBoard
 
 NUMBER = 200_000
 

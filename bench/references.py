@@ -25,7 +25,7 @@ from core.constants import idempotency_bucket_prefix, idempotency_key
 from core.entries import FIELDS, SCRIPT_HEADER, VERSION, VERSION_FIELD, values
 from core.events import PurchaseRequest, request_decoder
 from core.idempotency import REACH, bucket_width_s
-from gateway.appender import APPEND_SCRIPT
+from gateway.ingest.appender import APPEND_SCRIPT
 
 SAMPLE = (
     b'{"transaction_id":"ref-0","customer_info":{"customer_name":"User 1",'

@@ -2,7 +2,7 @@
 
 ``PurchaseRequest`` is the seed service's request schema (``ammount`` is spelled that way on
 the wire); constraints are checked while decoding. What the gateway answers is its own
-(gateway/views.py). ``PurchaseEvent`` is the stream entry the
+(gateway/api/schemas.py). ``PurchaseEvent`` is the stream entry the
 gateway appends and the flusher reads: one entry holds the whole purchase, so a debit can
 never exist without its credit. Its layout in the stream, and the older layouts still read,
 are core/entries.py's.

@@ -5,7 +5,7 @@ Unix time of its last heartbeat, as ``role|shards|name``. Each heartbeat also pr
 members older than ``LIVE_FOR_S``, and readers ignore them, so a process that died or was
 renamed disappears by itself (the ``monokera:flushers`` set this replaces only grew).
 The shard count in the member is what lets a gateway see that the flushers read fewer
-streams than it writes (``gateway.shard_watch``); the flusher names are what /metrics
+streams than it writes (``gateway.status.shard_watch``); the flusher names are what /metrics
 looks up the published figures by (``core.flusher_stats``).
 
 Heartbeats are best effort: a Redis that is out of memory refuses ZADD, its publishers

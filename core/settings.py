@@ -69,7 +69,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     backlog_check_interval_s: PositiveFloat = 0.25
     shard_check_interval_s: Annotated[float, Meta(gt=0, le=10)] = 5.0
     """How often each worker publishes its shard count and checks the flushers read every
-    stream (gateway.shard_watch); at most 10 s, a third of the registry's 30 s expiry."""
+    stream (gateway.status.shard_watch); at most 10 s, a third of the registry's 30 s expiry."""
     ack_replicas: Annotated[int, Meta(ge=0)] = 0
     ack_replicas_timeout_ms: Positive = 100
     access_log: bool = False

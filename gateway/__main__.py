@@ -5,9 +5,9 @@ nothing waits for its protocol sniff with no timeout and holds a connection slot
 in HTTP/1 mode hyper's header-read timeout runs from the moment a connection (or a
 keep-alive connection between requests) waits for headers, so silent, idle and
 mid-header connections are all closed after ``header_timeout_s``. The body deadline is
-the app's (``gateway.deadlines``).
+the app's (``gateway.http.deadlines``).
 
-Workers share a folder for their counters (``gateway.worker_counters``): unless
+Workers share a folder for their counters (``gateway.telemetry.worker_board``): unless
 MONOKERA_METRICS_DIR names one, a fresh one is made here, handed down to the workers in
 the environment, and removed when the server stops.
 """

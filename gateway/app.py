@@ -7,8 +7,9 @@ import logging
 
 from core import logs
 from core.settings import Settings
-from gateway import routes
-from gateway.errors import (
+from gateway.api import routes
+from gateway.http.asgi import Receive, Scope, Send
+from gateway.http.errors import (
     INTERNAL_ERROR,
     ClientDisconnected,
     HTTPError,
@@ -16,12 +17,11 @@ from gateway.errors import (
     NotFound,
     error_response,
 )
-from gateway.heartbeat import WorkerHeartbeat
-from gateway.metrics import Metrics
-from gateway.responses import send_response
-from gateway.routing import Router
+from gateway.http.responses import send_response
+from gateway.http.routing import Router
 from gateway.services import Services
-from gateway.types import Receive, Scope, Send
+from gateway.telemetry.counters import Metrics
+from gateway.telemetry.heartbeat import WorkerHeartbeat
 
 log = logging.getLogger("gateway")
 

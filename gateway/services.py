@@ -6,7 +6,7 @@ console; the app binds the route table to handlers only once it holds a complete
 ``Services``, so no request can see a half-built gateway. If building fails, what was
 built is closed again and the error reaches the lifespan (``lifespan.startup.failed``).
 Redis being down is not such a failure: the gateway starts, answers 503 and /readyz says
-why, until Redis is back (``gateway.redis_setup`` retries the setup meanwhile).
+why, until Redis is back (``gateway.redis_io.setup`` retries the setup meanwhile).
 """
 
 from __future__ import annotations
@@ -20,24 +20,24 @@ from redis.asyncio import Redis
 from core.groups import ensure_groups
 from core.redis_clients import initialize, redis_client
 from core.settings import Settings
-from gateway import openapi
-from gateway.appender import StreamAppender
-from gateway.backlog import BacklogMonitor
-from gateway.cache import ReadCache
-from gateway.console.api import ConsoleApi
-from gateway.deadlines import BodyDeadlines
-from gateway.exposition import Exposition, WorkerSources
-from gateway.history import HistoryStore
-from gateway.metrics import Metrics
-from gateway.nodes import Nodes
-from gateway.probes import Probes
-from gateway.purchase import PurchaseHandler
-from gateway.reads import Reads
-from gateway.redis_setup import RedisSetup
-from gateway.request_ids import RequestIds
-from gateway.routing import Handler
-from gateway.shard_watch import ShardWatch
-from gateway.worker_counters import WorkerBoard
+from gateway.api import openapi
+from gateway.console.handlers import ConsoleApi
+from gateway.http.deadlines import BodyDeadlines
+from gateway.http.request_ids import RequestIds
+from gateway.http.routing import Handler
+from gateway.ingest.appender import StreamAppender
+from gateway.ingest.backpressure import BacklogMonitor
+from gateway.ingest.purchase import PurchaseHandler
+from gateway.reads.cache import ReadCache
+from gateway.reads.handlers import Reads
+from gateway.reads.history import HistoryStore
+from gateway.redis_io.nodes import Nodes
+from gateway.redis_io.setup import RedisSetup
+from gateway.status.probes import Probes
+from gateway.status.prometheus import Exposition, WorkerSources
+from gateway.status.shard_watch import ShardWatch
+from gateway.telemetry.counters import Metrics
+from gateway.telemetry.worker_board import WorkerBoard
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,7 +201,7 @@ class Services:
         )
 
     def handlers(self) -> dict[str, Handler]:
-        """The handlers by the names the route table (gateway/routes.py) gives them."""
+        """The handlers by the names the route table (gateway/api/routes.py) gives them."""
         handlers: dict[str, Handler] = {
             "purchase": self.purchase,
             "purchases": self.purchase.batch,

@@ -13,9 +13,9 @@ from core.constants import idempotency_key, shard_of, stream_key
 from core.entries import FIELDS, VERSION, VERSION_FIELD
 from core.idempotency import Outcome
 from core.settings import Settings
-from gateway.appender import StreamAppender
-from gateway.errors import Overloaded, RedisUnavailable
-from gateway.nodes import Nodes
+from gateway.http.errors import Overloaded, RedisUnavailable
+from gateway.ingest.appender import StreamAppender
+from gateway.redis_io.nodes import Nodes
 from tests.conftest import both_redis
 
 pytestmark = both_redis

@@ -1,4 +1,4 @@
-"""gateway/body.py called directly through the ASGI receive interface: messages in, a body,
+"""gateway/http/body.py called directly through the ASGI receive interface: messages in, a body,
 a 413, a 408 or a disconnect out."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from gateway.body import declared_length, read_body
-from gateway.deadlines import TICKS, BodyDeadlines
-from gateway.errors import ClientDisconnected, MalformedJSON, PayloadTooLarge, RequestTimeout
-from gateway.types import Message, Receive
+from gateway.http.asgi import Message, Receive
+from gateway.http.body import declared_length, read_body
+from gateway.http.deadlines import TICKS, BodyDeadlines
+from gateway.http.errors import ClientDisconnected, MalformedJSON, PayloadTooLarge, RequestTimeout
 
 
 class Messages:

@@ -21,7 +21,7 @@ from core.idempotency import (
     parse_record,
     record,
 )
-from gateway.appender import APPEND_SCRIPT
+from gateway.ingest.appender import APPEND_SCRIPT
 from tests.conftest import both_redis
 from tests.helpers import idempotency_records, purchase
 

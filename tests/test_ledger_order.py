@@ -26,7 +26,7 @@ import pytest
 from core.events import PurchaseEvent
 from core.settings import Settings
 from flusher.store import Decoded, PurchaseStore
-from gateway.history import HistoryStore
+from gateway.reads.history import HistoryStore
 from ops.reconcile import ACCOUNTS_BROKEN, LEDGER_BROKEN
 
 HOT: Final = "hot"

@@ -14,7 +14,7 @@ import pytest
 
 from devstack.processes import free_port
 from gateway.app import App
-from gateway.types import Message
+from gateway.http.asgi import Message
 from tests.helpers import purchase
 
 

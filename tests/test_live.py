@@ -10,9 +10,9 @@ from redis.asyncio import Redis
 from core.flusher_stats import publish_stats, read_published_stats
 from core.live import LIVE, LIVE_FOR_S, heartbeat, live_members
 from flusher.worker import FlusherStats
-from gateway.appender import AppendStats
 from gateway.console.sampler import Sampler
-from gateway.metrics import Metrics
+from gateway.ingest.appender import AppendStats
+from gateway.telemetry.counters import Metrics
 from tests.conftest import both_redis
 
 pytestmark = both_redis

@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 from core.flusher_stats import FLUSHER_STATS, publish_stats
 from core.settings import Settings
 from flusher.worker import Flusher, FlusherStats
-from gateway.metrics import HistogramCounts, WorkerCounters
-from gateway.worker_counters import WorkerBoard
+from gateway.telemetry.counters import HistogramCounts, WorkerCounters
+from gateway.telemetry.worker_board import WorkerBoard
 from tests.conftest import env_for
 from tests.helpers import Gateway, HttpClient, purchase, samples, serving
 

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from core.settings import Settings
 from flusher.store import PurchaseStore
 from flusher.worker import Flusher
-from gateway.history import HISTORY_AFTER, HISTORY_FIRST, HistoryStore
+from gateway.reads.history import HISTORY_AFTER, HISTORY_FIRST, HistoryStore
 from ops.reconcile import reconcile
 from tests.helpers import open_flusher
 

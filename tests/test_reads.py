@@ -14,10 +14,10 @@ from redis.asyncio import Redis
 from core.constants import CACHE_PATTERN, STREAM
 from core.settings import Settings
 from flusher.worker import Flusher
-from gateway.cache import ReadCache
-from gateway.history import HistoryStore
-from gateway.nodes import Nodes
-from gateway.views import HistoryPage
+from gateway.api.schemas import HistoryPage
+from gateway.reads.cache import ReadCache
+from gateway.reads.history import HistoryStore
+from gateway.redis_io.nodes import Nodes
 from tests.helpers import HttpClient, forget_idempotency, purchase, raw_cursor, samples
 
 

@@ -13,7 +13,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from devstack.redis_server import RedisServer
-from gateway.redis_pipe import RedisPipe
+from gateway.redis_io.pipe import RedisPipe
 from tests.conftest import both_redis
 
 pytestmark = both_redis

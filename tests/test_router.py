@@ -8,11 +8,11 @@ import msgspec
 import pytest
 
 from core.settings import Settings
-from gateway import openapi
-from gateway.responses import Response, json_response
-from gateway.routes import ROUTES, Reply, Route, served
-from gateway.routing import Handler, Router
-from gateway.types import Receive, Scope
+from gateway.api import openapi
+from gateway.api.routes import ROUTES, Reply, Route, served
+from gateway.http.asgi import Receive, Scope
+from gateway.http.responses import Response, json_response
+from gateway.http.routing import Handler, Router
 
 
 def answering(name: str) -> Handler:

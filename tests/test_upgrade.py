@@ -27,8 +27,8 @@ from core.constants import PAYLOAD_FIELD, STREAM
 from core.events import PurchaseRequest, encoder, request_decoder
 from core.settings import Settings
 from flusher.worker import Flusher
-from gateway.history import HistoryStore
-from gateway.views import HistoryEntry
+from gateway.api.schemas import HistoryEntry
+from gateway.reads.history import HistoryStore
 from ops.trace import trace_transaction
 from tests.conftest import both_redis
 from tests.helpers import (

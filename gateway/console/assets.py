@@ -11,8 +11,8 @@ import hashlib
 from importlib import resources
 from typing import Final
 
-from gateway.responses import Response
-from gateway.types import Receive, Scope
+from gateway.http.asgi import Receive, Scope
+from gateway.http.responses import Response
 
 _TYPES: Final = {
     "index.html": b"text/html; charset=utf-8",
@@ -51,5 +51,5 @@ class Asset:
 
 
 def assets() -> dict[str, Asset]:
-    """File name -> its handler; the route table (gateway/routes.py) names them."""
+    """File name -> its handler; the route table (gateway/api/routes.py) names them."""
     return {name: Asset(name) for name in _TYPES}

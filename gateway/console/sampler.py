@@ -21,10 +21,10 @@ from typing import Final
 from redis.asyncio import Redis
 
 from core.flusher_stats import BATCHES, ROWS_WRITTEN, read_summed
+from core.lifetime_task import LifetimeTask
 from core.redis_clients import REDIS_UNAVAILABLE
-from gateway.appender import AppendStats
-from gateway.background import BackgroundTask
-from gateway.metrics import Metrics
+from gateway.ingest.appender import AppendStats
+from gateway.telemetry.counters import Metrics
 
 ERROR_STATUSES: Final = (400, 409, 413, 415, 422, 500, 503)
 HISTORY_S: Final = 300
@@ -73,7 +73,7 @@ class Sampler:
         self._interval_s = interval_s
         self.readings: deque[Reading] = deque(maxlen=HISTORY_S + 1)
         self._flushers: tuple[float, float] = (0.0, 0.0)
-        self._background = BackgroundTask()
+        self._background = LifetimeTask()
 
     async def read_flushers(self) -> None:
         """Batches and rows summed over every flusher so far; unchanged if Redis fails."""

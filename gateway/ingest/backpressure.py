@@ -31,11 +31,11 @@ import time
 from redis.asyncio import Redis
 
 from core.backlog import Backlog, measure_all
+from core.lifetime_task import LifetimeTask
 from core.logs import Sparse
 from core.redis_clients import REDIS_UNAVAILABLE
-from gateway.background import BackgroundTask
 
-log = logging.getLogger("gateway.backlog")
+log = logging.getLogger("gateway.ingest.backpressure")
 
 
 class BacklogMonitor:
@@ -58,7 +58,7 @@ class BacklogMonitor:
         self._progress_at = time.monotonic()
         """When the frontier last moved; a gateway just started gives the flusher the benefit
         of the doubt for ``stall_s``."""
-        self._background = BackgroundTask()
+        self._background = LifetimeTask()
         self._failures = Sparse(log, interval_s=10.0)
         self.last: Backlog | None = None
         self.refusal: str | None = None

@@ -34,18 +34,18 @@ from core.entries import FIELDS, SCRIPT_HEADER, Values
 from core.idempotency import REACH, Appended, Outcome, bucket_width_s, outcome
 from core.logs import Sparse
 from core.redis_clients import REDIS_UNAVAILABLE
-from gateway.errors import NOT_REPLICATED, STORE_UNAVAILABLE, Overloaded, RedisUnavailable
-from gateway.metrics import BATCH_BUCKETS, Histogram
-from gateway.nodes import Nodes
-from gateway.redis_pipe import Arg, RedisPipe, Reply
+from gateway.http.errors import NOT_REPLICATED, STORE_UNAVAILABLE, Overloaded, RedisUnavailable
+from gateway.redis_io.nodes import Nodes
+from gateway.redis_io.pipe import Arg, RedisPipe, Reply
+from gateway.telemetry.counters import BATCH_BUCKETS, Histogram
 
-APPEND_SCRIPT: Final = (files("gateway") / "append.lua").read_bytes()
+APPEND_SCRIPT: Final = (files("gateway.ingest") / "append.lua").read_bytes()
 APPEND_SHA: Final = hashlib.sha1(APPEND_SCRIPT).hexdigest()
 ACCEPTED: Final = Outcome.ACCEPTED
 STRIDE: Final = 1 + len(FIELDS)
 """Script arguments per purchase: its fingerprint, then its entry values."""
 
-log = logging.getLogger("gateway.appender")
+log = logging.getLogger("gateway.ingest.appender")
 
 
 class Pending(NamedTuple):

@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
+from core.lifetime_task import LifetimeTask
 from core.live import heartbeat, live_members
 from core.redis_clients import REDIS_UNAVAILABLE
 from core.stranded import stranded_streams
-from gateway.background import BackgroundTask
 
 log = logging.getLogger("gateway.shards")
 
@@ -91,7 +91,7 @@ class ShardWatch:
         self._shards = shards
         self._interval_s = interval_s
         self._name = f"{socket.gethostname()}:{os.getpid()}"
-        self._background = BackgroundTask()
+        self._background = LifetimeTask()
         self.last: ShardReading | None = None
 
     async def beat(self) -> None:

@@ -1,8 +1,8 @@
 """GET /metrics: the plain counters, read at scrape time by a prometheus_client collector.
 
 Nothing of prometheus_client runs on the hot path: the request path bumps the integers of
-``gateway.metrics``; a scrape reads them (this worker's live, the other workers' from
-``gateway.worker_counters``), the backlog this worker last measured, the figures each
+``gateway.telemetry.counters``; a scrape reads them (this worker's live, the other workers' from
+``gateway.telemetry.worker_board``), the backlog this worker last measured, the figures each
 flusher publishes in Redis (``core.flusher_stats``) and what `make run`'s supervisor
 publishes (``core.supervisor_status``), and prometheus_client writes the text, escaping
 labels included. Per-worker series carry a ``worker`` label (its process id): sum them
@@ -32,20 +32,20 @@ from core.backlog import Backlog
 from core.flusher_stats import FLUSHER_STATS, FlusherFigures, read_flusher_stats
 from core.redis_clients import REDIS_UNAVAILABLE
 from core.supervisor_status import ChildStatus, read_status
-from gateway.appender import AppendStats
-from gateway.backlog import BacklogMonitor
-from gateway.cache import CacheStats
-from gateway.history import HistoryStore
-from gateway.metrics import (
+from gateway.http.responses import Response
+from gateway.ingest.appender import AppendStats
+from gateway.ingest.backpressure import BacklogMonitor
+from gateway.reads.cache import CacheStats
+from gateway.reads.history import HistoryStore
+from gateway.status.shard_watch import ShardReading, ShardWatch
+from gateway.telemetry.counters import (
     BATCH_BUCKETS,
     LATENCY_BUCKETS_S,
     HistogramCounts,
     Metrics,
     WorkerCounters,
 )
-from gateway.responses import Response
-from gateway.shard_watch import ShardReading, ShardWatch
-from gateway.worker_counters import WorkerBoard
+from gateway.telemetry.worker_board import WorkerBoard
 
 CONTENT_TYPE: Final = (b"content-type", CONTENT_TYPE_PLAIN_0_0_4.encode())
 _WORKER_COUNTERS: Final = (
@@ -202,7 +202,7 @@ class Scrape(Collector):
         )
 
     def _shards(self) -> Iterator[Metric]:
-        """The shard counts in use (``gateway.shard_watch``), as this worker last read them."""
+        """The shard counts in use (``gateway.status.shard_watch``), as this worker last read them."""
         s = self.shards
         if s is None:
             return

@@ -13,11 +13,11 @@ from core.entries import Values
 from core.entries import values as entry_values
 from core.events import PurchaseRequest, encoder, request_decoder
 from core.idempotency import Appended, Outcome, fingerprint
-from gateway.appender import StreamAppender
-from gateway.backlog import BacklogMonitor
-from gateway.body import declared_length, read_body
-from gateway.deadlines import BodyDeadlines
-from gateway.errors import (
+from gateway.api.schemas import response_for
+from gateway.http.asgi import Receive, Scope
+from gateway.http.body import declared_length, read_body
+from gateway.http.deadlines import BodyDeadlines
+from gateway.http.errors import (
     ErrorBody,
     ErrorDetail,
     HTTPError,
@@ -29,11 +29,11 @@ from gateway.errors import (
     UnsupportedMediaType,
     details_from_validation,
 )
-from gateway.metrics import Histogram
-from gateway.request_ids import RequestIds
-from gateway.responses import CONTENT_TYPE_JSON, Response
-from gateway.types import Receive, Scope
-from gateway.views import response_for
+from gateway.http.request_ids import RequestIds
+from gateway.http.responses import CONTENT_TYPE_JSON, Response
+from gateway.ingest.appender import StreamAppender
+from gateway.ingest.backpressure import BacklogMonitor
+from gateway.telemetry.counters import Histogram
 
 REPLAYED: Final = (b"idempotent-replayed", b"true")
 ACCEPTED: Final = Outcome.ACCEPTED

@@ -9,10 +9,10 @@ from redis.asyncio import Redis
 
 from core.redis_clients import REDIS_UNAVAILABLE
 from core.supervisor_status import read_status
-from gateway.backlog import BacklogMonitor
-from gateway.responses import Response, json_response
-from gateway.shard_watch import ShardWatch
-from gateway.types import Receive, Scope
+from gateway.http.asgi import Receive, Scope
+from gateway.http.responses import Response, json_response
+from gateway.ingest.backpressure import BacklogMonitor
+from gateway.status.shard_watch import ShardWatch
 
 _encoder: Final = msgspec.json.Encoder()
 _OK: Final = _encoder.encode({"status": "ok"})
@@ -41,7 +41,7 @@ class Probes:
 
     async def readyz(self, scope: Scope, receive: Receive) -> Response:
         """Ready: Redis answers, the backlog is under its limits, and a live flusher reads
-        every stream this gateway writes (``gateway.shard_watch``: a shard-count mismatch
+        every stream this gateway writes (``gateway.status.shard_watch``: a shard-count mismatch
         that leaves none of ours unread is reported, not a 503)."""
         try:
             await self._control.ping()

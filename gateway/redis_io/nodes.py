@@ -21,9 +21,9 @@ from redis.exceptions import RedisError
 
 from core.redis_clients import REDIS_UNAVAILABLE, SlotMap, slot_of
 from core.settings import Settings
-from gateway.redis_pipe import RedisPipe
+from gateway.redis_io.pipe import RedisPipe
 
-log = logging.getLogger("gateway.nodes")
+log = logging.getLogger("gateway.redis_io.nodes")
 
 
 class Nodes:

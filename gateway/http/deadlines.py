@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Final
 
-from gateway.background import BackgroundTask
+from core.lifetime_task import LifetimeTask
 
 TICKS: Final = 4
 """Sweeps per deadline: a stalled body is evicted between 1 and 1.25 deadlines in."""
@@ -46,7 +46,7 @@ class BodyDeadlines:
         self._interval_s = timeout_s / TICKS
         self._tick = 0
         self._reading: dict[Reading, None] = {}
-        self._background = BackgroundTask()
+        self._background = LifetimeTask()
 
     def begin(self) -> Reading:
         reading = Reading(self._tick)

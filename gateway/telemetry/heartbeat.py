@@ -12,14 +12,14 @@ import asyncio
 import os
 
 from core.heartbeat import Heartbeat
+from core.lifetime_task import LifetimeTask
 from core.settings import Settings
-from gateway.background import BackgroundTask
 
 
 class WorkerHeartbeat:
     def __init__(self, settings: Settings) -> None:
         self._beat = Heartbeat.for_settings(settings, f"worker-{os.getpid()}")
-        self._background = BackgroundTask()
+        self._background = LifetimeTask()
 
     def start(self) -> None:
         if self._beat.enabled:

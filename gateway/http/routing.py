@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from urllib.parse import unquote_to_bytes
 
-from gateway.responses import Response
-from gateway.routes import Route
-from gateway.types import Receive, Scope
+from gateway.api.routes import Route
+from gateway.http.asgi import Receive, Scope
+from gateway.http.responses import Response
 
 Handler = Callable[[Scope, Receive], Awaitable[Response]]
 Methods = dict[str, Handler]

@@ -14,9 +14,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from core.lifetime_task import LifetimeTask
 from core.logs import Sparse
 from core.redis_clients import REDIS_UNAVAILABLE
-from gateway.background import BackgroundTask
 
 log = logging.getLogger("gateway")
 
@@ -28,7 +28,7 @@ class RedisSetup:
         self._setup = setup
         self._retry_s = retry_s
         self._retry_max_s = retry_max_s
-        self._background = BackgroundTask()
+        self._background = LifetimeTask()
         self._failures = Sparse(log, interval_s=10.0)
         self.done = False
 

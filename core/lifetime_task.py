@@ -1,4 +1,7 @@
-"""A component's one background task: started with the gateway, cancelled at shutdown."""
+"""A component's one task for its whole lifetime: started with it, cancelled when it stops.
+
+Not Starlette's BackgroundTask (work run after a response is sent): this one is a
+component's loop, such as a periodic check, that lives as long as the component does."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 
-class BackgroundTask:
+class LifetimeTask:
     """Runs one coroutine for the component's lifetime; ``stop`` cancels it and waits."""
 
     def __init__(self) -> None:

@@ -15,17 +15,23 @@ from core.entries import Fields, from_reply
 from core.idempotency import find_accepted
 from core.logs import Sparse
 from core.redis_clients import REDIS_UNAVAILABLE
-from gateway.cache import ReadCache
-from gateway.errors import InvalidQuery, NotFound, RedisUnavailable
-from gateway.history import HistoryKey, HistoryStore
-from gateway.nodes import Nodes
-from gateway.params import AccountPath, HistoryParams, TransactionPath, decode
-from gateway.redis_pipe import Arg
-from gateway.responses import Response, json_response
-from gateway.types import Receive, Scope
-from gateway.views import CustomerReceipt, HistoryPage, LegView, SellerReceipt, TransactionView
+from gateway.api.params import AccountPath, HistoryParams, TransactionPath, decode
+from gateway.api.schemas import (
+    CustomerReceipt,
+    HistoryPage,
+    LegView,
+    SellerReceipt,
+    TransactionView,
+)
+from gateway.http.asgi import Receive, Scope
+from gateway.http.errors import InvalidQuery, NotFound, RedisUnavailable
+from gateway.http.responses import Response, json_response
+from gateway.reads.cache import ReadCache
+from gateway.reads.history import HistoryKey, HistoryStore
+from gateway.redis_io.nodes import Nodes
+from gateway.redis_io.pipe import Arg
 
-log = logging.getLogger("gateway.reads")
+log = logging.getLogger("gateway.reads.handlers")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _encoder: Final = msgspec.json.Encoder()
 _CURSOR_BYTES: Final = struct.Struct(">qq")  # microseconds since the epoch, entry number

@@ -1,9 +1,9 @@
 """This worker's counters: plain integers and lists, bumped on the hot path.
 
 The request path only bumps integers in dicts and lists (a few hundred nanoseconds),
-nothing of prometheus_client: ``gateway.exposition`` reads these when /metrics is scraped.
+nothing of prometheus_client: ``gateway.status.prometheus`` reads these when /metrics is scraped.
 ``WorkerCounters`` is one reading of them, the unit a worker hands to the others
-(``gateway.worker_counters``) so that any worker answers a scrape for all of them.
+(``gateway.telemetry.worker_board``) so that any worker answers a scrape for all of them.
 """
 
 from __future__ import annotations

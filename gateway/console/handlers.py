@@ -31,12 +31,10 @@ from core.flusher_stats import (
 from core.redis_clients import REDIS_UNAVAILABLE
 from core.replies import text
 from core.settings import Settings
-from gateway.appender import AppendStats
-from gateway.backlog import BacklogMonitor
-from gateway.cache import CacheStats
+from gateway.api.params import TraceQuery, decode
 from gateway.console.assets import assets
 from gateway.console.sampler import CURRENT_WINDOW_S, Rates, Sampler, rates
-from gateway.console.views import (
+from gateway.console.schemas import (
     Durability,
     FlusherFigures,
     Overview,
@@ -45,14 +43,16 @@ from gateway.console.views import (
     ShardPublishers,
     Shards,
 )
-from gateway.errors import HistoryUnavailable, InvalidQuery, NotFound, RedisUnavailable
-from gateway.history import HistoryStore
-from gateway.metrics import LATENCY_BUCKETS_S, Metrics
-from gateway.params import TraceQuery, decode
-from gateway.responses import Response, json_response
-from gateway.routing import Handler
-from gateway.shard_watch import ShardWatch
-from gateway.types import Receive, Scope
+from gateway.http.asgi import Receive, Scope
+from gateway.http.errors import HistoryUnavailable, InvalidQuery, NotFound, RedisUnavailable
+from gateway.http.responses import Response, json_response
+from gateway.http.routing import Handler
+from gateway.ingest.appender import AppendStats
+from gateway.ingest.backpressure import BacklogMonitor
+from gateway.reads.cache import CacheStats
+from gateway.reads.history import HistoryStore
+from gateway.status.shard_watch import ShardWatch
+from gateway.telemetry.counters import LATENCY_BUCKETS_S, Metrics
 from ops.trace import trace_transaction
 
 log = logging.getLogger("gateway.console")
@@ -97,7 +97,7 @@ class ConsoleApi:
         self._slow_read_at = 0.0
 
     def handlers(self) -> dict[str, Handler]:
-        """By the names the route table (gateway/routes.py) gives them; all GETs: nothing
+        """By the names the route table (gateway/api/routes.py) gives them; all GETs: nothing
         on the console can change data."""
         return {"consoleOverview": self.overview, "consoleTrace": self.trace, **assets()}
 

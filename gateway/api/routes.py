@@ -1,10 +1,10 @@
 """Every route the gateway serves, in one table read by the router and the OpenAPI document.
 
 A route names its handler (``Route.handler``); the app binds those names to the handlers
-built from its services (gateway/app.py), and gateway/openapi.py describes the same rows,
+built from its services (gateway/app.py), and gateway/api/openapi.py describes the same rows,
 so a route cannot be served without being documented, or documented without being served.
 Types say the rest: ``params`` is the Struct the handler decodes its path and query with
-(gateway/params.py), ``body`` the request body, a reply's ``body`` what it answers.
+(gateway/api/params.py), ``body`` the request body, a reply's ``body`` what it answers.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any, Final, NamedTuple
 
 from core.events import PurchaseRequest
 from core.settings import Settings
-from gateway.console.views import Overview
-from gateway.errors import ErrorBody
-from gateway.params import AccountPath, HistoryParams, TraceQuery, TransactionPath
-from gateway.views import AccountSummary, HistoryPage, PurchaseResponse, TransactionView
+from gateway.api.params import AccountPath, HistoryParams, TraceQuery, TransactionPath
+from gateway.api.schemas import AccountSummary, HistoryPage, PurchaseResponse, TransactionView
+from gateway.console.schemas import Overview
+from gateway.http.errors import ErrorBody
 from ops.trace import TxTrace
 
 JSON_OBJECT: Final = {"type": "object"}

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document, generated from the route table and the msgspec types.
 
-Nothing here restates what the table (gateway/routes.py), the types or the settings
+Nothing here restates what the table (gateway/api/routes.py), the types or the settings
 already say: paths and operations come from the routes the router serves, schemas and
 parameters from the types the handlers decode with, the batch size from the settings. So
 the document cannot drift from what the server accepts. Built once at startup; served as
@@ -15,7 +15,7 @@ import msgspec
 
 from core.events import PurchaseRequest
 from core.settings import Settings
-from gateway.routes import Reply, Route, served
+from gateway.api.routes import Reply, Route, served
 
 REF: Final = "#/components/schemas/{name}"
 

@@ -26,8 +26,8 @@ from typing import Final
 
 import msgspec
 
-from gateway.responses import Response, json_response
-from gateway.types import Headers
+from gateway.http.asgi import Headers
+from gateway.http.responses import Response, json_response
 
 
 class ErrorDetail(msgspec.Struct):

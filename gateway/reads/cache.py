@@ -24,7 +24,7 @@ from typing import Any
 from core.cache_version import new_version
 from core.constants import account_cache_key, account_hold_key, account_version_key
 from core.redis_clients import REDIS_UNAVAILABLE
-from gateway.nodes import Nodes
+from gateway.redis_io.nodes import Nodes
 
 
 class CacheStats:

@@ -27,8 +27,8 @@ from typing import Final
 
 import msgspec
 
-from gateway.background import BackgroundTask
-from gateway.metrics import WorkerCounters
+from core.lifetime_task import LifetimeTask
+from gateway.telemetry.counters import WorkerCounters
 
 log = logging.getLogger("gateway")
 
@@ -45,7 +45,7 @@ class WorkerBoard:
         self._folder = folder
         self._pid = os.getpid() if pid is None else pid
         self._path = folder / f"{self._pid}{_SUFFIX}"
-        self._background = BackgroundTask()
+        self._background = LifetimeTask()
 
     def publish(self, counters: WorkerCounters) -> None:
         """Written aside and renamed, so a reader never sees half a file."""

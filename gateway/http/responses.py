@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final, NamedTuple
 
-from gateway.types import Headers, Send
+from gateway.http.asgi import Headers, Send
 
 CONTENT_TYPE_JSON: Final = (b"content-type", b"application/json")
 CONTENT_TYPE_TEXT: Final = (b"content-type", b"text/plain; charset=utf-8")

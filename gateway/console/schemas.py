@@ -41,7 +41,7 @@ class ShardPublishers(msgspec.Struct):
 
 
 class Shards(msgspec.Struct):
-    """The stream shard counts in use (gateway.shard_watch)."""
+    """The stream shard counts in use (gateway.status.shard_watch)."""
 
     status: str
     """ok; mismatch (counts differ); unread (a stream no live flusher reads holds

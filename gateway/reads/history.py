@@ -8,8 +8,7 @@ from typing import Any, Final, TypeVar, cast
 
 import asyncpg
 
-from gateway.errors import HistoryUnavailable
-from gateway.views import (
+from gateway.api.schemas import (
     AccountSummary,
     CustomerReceipt,
     HistoryEntry,
@@ -17,6 +16,7 @@ from gateway.views import (
     SellerReceipt,
     TransactionView,
 )
+from gateway.http.errors import HistoryUnavailable
 
 TRANSACTION: Final = """
 SELECT transaction_id, customer_name, customer_account, seller_name, seller_account, amount,

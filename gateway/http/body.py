@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.deadlines import BodyDeadlines
-from gateway.errors import ClientDisconnected, MalformedJSON, PayloadTooLarge, RequestTimeout
-from gateway.types import Message, Receive
+from gateway.http.asgi import Message, Receive
+from gateway.http.deadlines import BodyDeadlines
+from gateway.http.errors import ClientDisconnected, MalformedJSON, PayloadTooLarge, RequestTimeout
 
 
 def declared_length(raw: bytes | None) -> int | None:
