@@ -8,6 +8,7 @@ import logging
 from core import logs
 from core.settings import Settings
 from gateway.api import routes
+from gateway.api.errors import ErrorResponses
 from gateway.http.asgi import Receive, Scope, Send
 from gateway.http.errors import (
     INTERNAL_ERROR,
@@ -15,10 +16,10 @@ from gateway.http.errors import (
     HTTPError,
     MethodNotAllowed,
     NotFound,
-    error_response,
 )
 from gateway.http.responses import send_response
 from gateway.http.routing import Router
+from gateway.refusals import Unavailable
 from gateway.services import Services
 from gateway.telemetry.counters import Metrics
 from gateway.telemetry.heartbeat import WorkerHeartbeat
@@ -33,6 +34,7 @@ class App:
         """Set once startup has built every service, with the router that uses them."""
         self.heartbeat: WorkerHeartbeat | None = None
         self._router = Router()  # empty until then: every path a 404
+        self._errors = ErrorResponses()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -52,8 +54,10 @@ class App:
             if handler is None:
                 raise MethodNotAllowed(scope["method"], sorted(methods))
             response = await handler(scope, receive)
-        except HTTPError as exc:
-            response = error_response(exc)
+            if response.status == 503:
+                response = self._errors.retry_later(response)
+        except (HTTPError, Unavailable) as exc:
+            response = self._errors.response(exc)
         except ClientDisconnected:
             return
         except Exception:
@@ -90,6 +94,7 @@ class App:
         services = await Services.open(settings, self.metrics)
         handlers = services.handlers()
         self._router = Router(routes.served(settings), handlers)
+        self._errors = ErrorResponses(settings.retry_after_s)
         self.services = services
         tune_collector(settings.gc_threshold)
 

@@ -84,7 +84,6 @@ class Services:
         closing.push_async_callback(cache_nodes.close)
         history = HistoryStore(
             settings.database_url,
-            retry_after_s=settings.retry_after_s,
             max_size=settings.pg_pool_size,
         )
         closing.push_async_callback(history.close)
@@ -95,7 +94,6 @@ class Services:
             idempotency_legacy_keys=settings.idempotency_legacy_keys,
             max_inflight=settings.append_max_inflight,
             max_pending=settings.append_max_pending,
-            retry_after_s=settings.retry_after_s,
             ack_replicas=settings.ack_replicas,
             ack_replicas_timeout_ms=settings.ack_replicas_timeout_ms,
             batch_sizes=metrics.append_batch,
@@ -141,7 +139,6 @@ class Services:
             max_body_bytes=settings.max_body_bytes,
             max_batch_items=settings.max_batch_items,
             max_batch_body_bytes=settings.max_batch_body_bytes,
-            retry_after_s=settings.retry_after_s,
             ack_latency=metrics.ack_latency,
             log_purchases=settings.log_purchases,
         )
@@ -185,14 +182,12 @@ class Services:
                 cache,
                 cache_nodes,
                 settings.stream_shards,
-                retry_after_s=settings.retry_after_s,
                 idempotency_window_s=settings.idempotency_ttl_s,
             ),
             probes=Probes(
                 control,
                 backlog,
                 shard_watch,
-                settings.retry_after_s,
                 openapi.document(settings),
             ),
             console=console,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
@@ -13,9 +14,10 @@ from core.constants import idempotency_key, shard_of, stream_key
 from core.entries import FIELDS, VERSION, VERSION_FIELD
 from core.idempotency import Outcome
 from core.settings import Settings
-from gateway.http.errors import Overloaded, RedisUnavailable
+from gateway.api.errors import ErrorResponses
 from gateway.ingest.appender import StreamAppender
 from gateway.redis_io.nodes import Nodes
+from gateway.refusals import Overloaded, StoreUnavailable
 from tests.conftest import both_redis
 
 pytestmark = both_redis
@@ -168,11 +170,13 @@ async def test_a_refusal_is_logged_and_answered_with_a_fixed_message(
     await redis.config_set("maxmemory-policy", "noeviction")
     await redis.config_set("maxmemory", 1)  # below what is used: every write refused
     try:
-        with pytest.raises(RedisUnavailable) as refused:
+        with pytest.raises(StoreUnavailable) as refused:
             await appender.append("refused-1", fp(b"f1"), entry("refused-1"))
     finally:
         await redis.config_set("maxmemory", 0)
-    message = refused.value.message
+    answer = ErrorResponses().response(refused.value)
+    assert answer.status == 503
+    message = msgspec.json.decode(answer.body)["message"]
     assert "OOM" not in message and "maxmemory" not in message, message
     assert "purchase store unavailable" in message
     assert "OOM" in caplog.text

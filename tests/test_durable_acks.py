@@ -16,7 +16,7 @@ from core.constants import STREAM
 from core.settings import Settings
 from devstack.processes import free_port
 from devstack.redis_server import RedisServer, RedisVersion
-from gateway.http.errors import NOT_REPLICATED
+from gateway.api.errors import NOT_REPLICATED
 from tests.conftest import both_redis, env_for
 from tests.helpers import Gateway, HttpClient, Reply, idempotency_records, purchase
 

@@ -16,8 +16,9 @@ import msgspec
 from msgspec import Meta
 
 from core.events import Account, TransactionId
+from gateway.api.errors import InvalidQuery
 from gateway.http.asgi import Scope
-from gateway.http.errors import ErrorDetail, InvalidQuery, details_from_validation
+from gateway.http.errors import ErrorDetail, details_from_validation
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500

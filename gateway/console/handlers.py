@@ -31,6 +31,7 @@ from core.flusher_stats import (
 from core.redis_clients import REDIS_UNAVAILABLE
 from core.replies import text
 from core.settings import Settings
+from gateway.api.errors import InvalidQuery
 from gateway.api.params import TraceQuery, decode
 from gateway.console.assets import assets
 from gateway.console.sampler import CURRENT_WINDOW_S, Rates, Sampler, rates
@@ -44,13 +45,14 @@ from gateway.console.schemas import (
     Shards,
 )
 from gateway.http.asgi import Receive, Scope
-from gateway.http.errors import HistoryUnavailable, InvalidQuery, NotFound, RedisUnavailable
+from gateway.http.errors import NotFound
 from gateway.http.responses import Response, json_response
 from gateway.http.routing import Handler
 from gateway.ingest.appender import AppendStats
 from gateway.ingest.backpressure import BacklogMonitor
 from gateway.reads.cache import CacheStats
 from gateway.reads.history import HistoryStore
+from gateway.refusals import HistoryUnavailable, StoreUnavailable
 from gateway.status.shard_watch import ShardWatch
 from gateway.telemetry.counters import LATENCY_BUCKETS_S, Metrics
 from ops.trace import trace_transaction
@@ -216,7 +218,7 @@ class ConsoleApi:
             )
         except REDIS_UNAVAILABLE as exc:
             log.warning("trace: Redis failed: %s: %s", type(exc).__name__, exc)
-            raise RedisUnavailable(self._settings.retry_after_s) from exc
+            raise StoreUnavailable() from exc
         if found.stage == "UNKNOWN":
             raise NotFound(f"no trace of transaction {tx!r}: not in Redis, not in PostgreSQL")
         return json_response(200, _encoder.encode(found), _NO_STORE)

@@ -1,4 +1,5 @@
-"""The errors a request can end in, mapped to HTTP in one place (``error_response``).
+"""The HTTP errors: each carries its status and wire code, and ``error_response`` turns
+one into the JSON body every error answer has.
 
 HTTPError
 ├── MalformedJSON          400
@@ -6,18 +7,14 @@ HTTPError
 ├── NotFound               404
 ├── MethodNotAllowed       405  (Allow)
 ├── RequestTimeout         408  body not complete within its deadline (Connection: close)
-├── IdempotencyConflict    409  same transaction_id, different purchase
 ├── PayloadTooLarge        413
 ├── UnsupportedMediaType   415
-├── InvalidPurchase        422
-│   └── InvalidQuery            a path or query parameter of a read (same code)
-└── ServiceUnavailable     503  (Retry-After)
-    ├── RedisUnavailable        Redis unreachable or failing: nothing was acknowledged
-    │                           (code store_unavailable, as clients know it)
-    ├── HistoryUnavailable      PostgreSQL unreachable for a read
-    └── Overloaded              backlog past its limits, or too many appends waiting
+└── Unprocessable          422  well-formed, but not what the route takes
 
-ClientDisconnected is not an HTTP error: the client left, there is nobody to answer.
+The API's own (a purchase that breaks the schema, an idempotency conflict) derive from
+these in ``gateway.api.errors``, which also maps the domain's refusals
+(``gateway.refusals``) to 503s: that module is the one place an exception becomes an
+answer. ClientDisconnected is not an HTTP error: the client left, nobody is there to answer.
 """
 
 from __future__ import annotations
@@ -97,11 +94,6 @@ class RequestTimeout(HTTPError):
         super().__init__(message, headers=[(b"connection", b"close")])
 
 
-class IdempotencyConflict(HTTPError):
-    status = 409
-    code = "idempotency_conflict"
-
-
 class PayloadTooLarge(HTTPError):
     status = 413
     code = "payload_too_large"
@@ -112,46 +104,9 @@ class UnsupportedMediaType(HTTPError):
     code = "unsupported_media_type"
 
 
-class InvalidPurchase(HTTPError):
+class Unprocessable(HTTPError):
     status = 422
     code = "validation_error"
-
-
-class InvalidQuery(InvalidPurchase):
-    """A 422 on a read: same status and code as any other validation error."""
-
-
-class ServiceUnavailable(HTTPError):
-    status = 503
-    code = "service_unavailable"
-
-    def __init__(self, message: str, retry_after_s: int = 1) -> None:
-        super().__init__(message, headers=[(b"retry-after", str(retry_after_s).encode())])
-
-
-STORE_UNAVAILABLE: Final = "purchase store unavailable; retry after the Retry-After delay"
-NOT_REPLICATED: Final = (
-    "purchase store could not confirm the write on enough replicas in time;"
-    " retry after the Retry-After delay"
-)
-
-
-class RedisUnavailable(ServiceUnavailable):
-    """A fixed message, never Redis's own error text: that can name internal addresses
-    (``MOVED 1234 10.0.3.17:6379``). Whoever raises this logs the error it stands for."""
-
-    code = "store_unavailable"  # the wire name, kept
-
-    def __init__(self, retry_after_s: int = 1, message: str = STORE_UNAVAILABLE) -> None:
-        super().__init__(message, retry_after_s)
-
-
-class HistoryUnavailable(ServiceUnavailable):
-    code = "history_unavailable"
-
-
-class Overloaded(ServiceUnavailable):
-    code = "overloaded"
 
 
 class ClientDisconnected(Exception):
@@ -161,10 +116,12 @@ class ClientDisconnected(Exception):
 _encoder = msgspec.json.Encoder()
 
 
+def error_body(exc: HTTPError) -> ErrorBody:
+    return ErrorBody(exc.code, exc.message, exc.details)
+
+
 def error_response(exc: HTTPError) -> Response:
-    """The one place an error becomes an HTTP response."""
-    body = _encoder.encode(ErrorBody(exc.code, exc.message, exc.details))
-    return json_response(exc.status, body, *exc.headers)
+    return json_response(exc.status, _encoder.encode(error_body(exc)), *exc.headers)
 
 
 INTERNAL_ERROR: Final = json_response(

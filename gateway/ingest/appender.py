@@ -34,9 +34,9 @@ from core.entries import FIELDS, SCRIPT_HEADER, Values
 from core.idempotency import REACH, Appended, Outcome, bucket_width_s, outcome
 from core.logs import Sparse
 from core.redis_clients import REDIS_UNAVAILABLE
-from gateway.http.errors import NOT_REPLICATED, STORE_UNAVAILABLE, Overloaded, RedisUnavailable
 from gateway.redis_io.nodes import Nodes
 from gateway.redis_io.pipe import Arg, RedisPipe, Reply
+from gateway.refusals import NotReplicated, Overloaded, StoreUnavailable
 from gateway.telemetry.counters import BATCH_BUCKETS, Histogram
 
 APPEND_SCRIPT: Final = (files("gateway.ingest") / "append.lua").read_bytes()
@@ -110,7 +110,6 @@ class StreamAppender:
         idempotency_legacy_keys: bool = True,
         max_inflight: int = 4,
         max_pending: int = 10_000,
-        retry_after_s: int = 1,
         ack_replicas: int = 0,
         ack_replicas_timeout_ms: int = 100,
         batch_sizes: Histogram | None = None,
@@ -129,7 +128,6 @@ class StreamAppender:
         """Name each purchase's legacy key to the script (else none: fewer bytes to parse)."""
         self._max_inflight = max_inflight
         self._max_pending = max_pending
-        self._retry_after_s = retry_after_s
         self._ack_replicas = ack_replicas
         self._ack_replicas_timeout_ms = ack_replicas_timeout_ms
         # A replay must write something for WAIT to cover the original entry (append.lua).
@@ -152,9 +150,7 @@ class StreamAppender:
         """Append one purchase unless its transaction_id is known; once Redis confirmed it,
         the outcome: accepted, replayed (same fingerprint as the first time) or conflict."""
         if self._waiting >= self._max_pending:
-            raise Overloaded(
-                f"{self._waiting} purchases already waiting for Redis", self._retry_after_s
-            )
+            raise Overloaded(f"{self._waiting} purchases already waiting for Redis")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Appended] = loop.create_future()
         shard = shard_of(transaction_id, self._shards)
@@ -175,14 +171,12 @@ class StreamAppender:
         with the transaction_id of an earlier one is a replay of it (the script runs them
         in order). Refused whole (Overloaded) when it does not fit beside what already
         waits; alone it is always taken, however large (``max_batch_items`` bounds it).
-        If any shard's call fails the whole list fails (a 503: none of it acknowledged,
+        If any shard's call fails the whole list is refused (StoreUnavailable: none of it acknowledged,
         and a retry of all of it is safe, each purchase being idempotent)."""
         if not purchases:
             return []
         if self._waiting and self._waiting + len(purchases) > self._max_pending:
-            raise Overloaded(
-                f"{self._waiting} purchases already waiting for Redis", self._retry_after_s
-            )
+            raise Overloaded(f"{self._waiting} purchases already waiting for Redis")
         loop = asyncio.get_running_loop()
         by_shard: dict[int, tuple[list[int], list[bytes], list[Arg]]] = {}
         shards = self._shards
@@ -323,18 +317,19 @@ class StreamAppender:
         return replies
 
     def _fail(self, items: list[Unit], exc: BaseException, shard: int | None = None) -> None:
-        """Each item gets a 503 with a fixed message; Redis's error text goes to the log."""
+        """Each item is refused (StoreUnavailable, or NotReplicated); Redis's error text
+        goes to the log, never to a client (gateway.api.errors answers a fixed text)."""
         where = "" if shard is None else f" (shard {shard})"
         self._failures.warning("append failed%s: %s: %s", where, type(exc).__name__, exc)
-        message = NOT_REPLICATED if isinstance(exc, ReplicationLag) else STORE_UNAVAILABLE
+        refusal = NotReplicated if isinstance(exc, ReplicationLag) else StoreUnavailable
         for item in items:
             if isinstance(item, Pending):
                 self.stats.failed += 1
                 if not item.future.done():
-                    item.future.set_exception(RedisUnavailable(self._retry_after_s, message))
+                    item.future.set_exception(refusal())
             else:
                 self.stats.failed += len(item.positions)
-                item.bulk.fail(RedisUnavailable(self._retry_after_s, message))
+                item.bulk.fail(refusal())
 
     async def close(self) -> None:
         """Send what is queued, then wait for every round trip in flight."""

@@ -13,26 +13,25 @@ from core.entries import Values
 from core.entries import values as entry_values
 from core.events import PurchaseRequest, encoder, request_decoder
 from core.idempotency import Appended, Outcome, fingerprint
+from gateway.api.errors import IdempotencyConflict, InvalidPurchase
 from gateway.api.schemas import response_for
 from gateway.http.asgi import Receive, Scope
 from gateway.http.body import declared_length, read_body
 from gateway.http.deadlines import BodyDeadlines
 from gateway.http.errors import (
-    ErrorBody,
     ErrorDetail,
     HTTPError,
-    IdempotencyConflict,
-    InvalidPurchase,
     MalformedJSON,
     NestedTooDeeply,
-    Overloaded,
     UnsupportedMediaType,
     details_from_validation,
+    error_body,
 )
 from gateway.http.request_ids import RequestIds
 from gateway.http.responses import CONTENT_TYPE_JSON, Response
 from gateway.ingest.appender import StreamAppender
 from gateway.ingest.backpressure import BacklogMonitor
+from gateway.refusals import Overloaded
 from gateway.telemetry.counters import Histogram
 
 REPLAYED: Final = (b"idempotent-replayed", b"true")
@@ -57,7 +56,6 @@ class PurchaseHandler:
         deadlines: BodyDeadlines,
         *,
         max_body_bytes: int,
-        retry_after_s: int,
         ack_latency: Histogram,
         log_purchases: bool = False,
         max_batch_items: int,
@@ -68,7 +66,6 @@ class PurchaseHandler:
         self._request_ids = request_ids
         self._deadlines = deadlines
         self._limit = max_body_bytes
-        self._retry_after_s = retry_after_s
         self._ack_latency = ack_latency
         self._log_purchases = log_purchases
         self._max_batch_items = max_batch_items
@@ -111,7 +108,7 @@ class PurchaseHandler:
         accepted_at_us = time.time_ns() // 1000
         for index, request in enumerate(requests):
             if isinstance(request, HTTPError):
-                results[index] = error_object(request)
+                results[index] = error_body(request)
                 continue
             pending.append((index, request))
             purchases.append(
@@ -128,7 +125,7 @@ class PurchaseHandler:
             if self._log_purchases:
                 self._log(request, f"{request_id}:{index}", appended)
             if appended.outcome is CONFLICT:
-                results[index] = error_object(conflict(request, f"$[{index}]"))
+                results[index] = error_body(conflict(request, f"$[{index}]"))
             else:
                 results[index] = response_for(request)
         self._ack_latency.observe(time.perf_counter() - started)
@@ -141,7 +138,7 @@ class PurchaseHandler:
     def _admit(self, scope: Scope) -> tuple[bytes | None, bytes | None]:
         """Backpressure and headers, before a byte of the body is read."""
         if self._backlog.refusal is not None:
-            raise Overloaded(self._backlog.refusal, self._retry_after_s)
+            raise Overloaded(self._backlog.refusal)
         content_type = content_length = client_request_id = None
         for name, value in scope["headers"]:
             if name == b"content-type":
@@ -282,10 +279,6 @@ def conflict(request: PurchaseRequest, at: str) -> IdempotencyConflict:
         f"transaction_id {request.transaction_id!r} was already used for a different purchase",
         [ErrorDetail(f"{at}.transaction_id", "already used with a different body")],
     )
-
-
-def error_object(exc: HTTPError) -> ErrorBody:
-    return ErrorBody(exc.code, exc.message, exc.details)
 
 
 def is_json(content_type: bytes) -> bool:

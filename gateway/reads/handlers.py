@@ -15,6 +15,7 @@ from core.entries import Fields, from_reply
 from core.idempotency import find_accepted
 from core.logs import Sparse
 from core.redis_clients import REDIS_UNAVAILABLE
+from gateway.api.errors import InvalidQuery
 from gateway.api.params import AccountPath, HistoryParams, TransactionPath, decode
 from gateway.api.schemas import (
     CustomerReceipt,
@@ -24,12 +25,13 @@ from gateway.api.schemas import (
     TransactionView,
 )
 from gateway.http.asgi import Receive, Scope
-from gateway.http.errors import InvalidQuery, NotFound, RedisUnavailable
+from gateway.http.errors import NotFound
 from gateway.http.responses import Response, json_response
 from gateway.reads.cache import ReadCache
 from gateway.reads.history import HistoryKey, HistoryStore
 from gateway.redis_io.nodes import Nodes
 from gateway.redis_io.pipe import Arg
+from gateway.refusals import StoreUnavailable
 
 log = logging.getLogger("gateway.reads.handlers")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -87,10 +89,8 @@ class Reads:
         nodes: Nodes,
         shards: int,
         *,
-        retry_after_s: int = 1,
         idempotency_window_s: int = 900,
     ) -> None:
-        self._retry_after_s = retry_after_s
         self._window_s = idempotency_window_s
         self._failures = Sparse(log)
         self._store = store
@@ -126,7 +126,7 @@ class Reads:
             self._failures.warning(
                 "transaction lookup in Redis failed: %s: %s", type(exc).__name__, exc
             )
-            raise RedisUnavailable(self._retry_after_s) from exc
+            raise StoreUnavailable() from exc
         if found is None or found.event is None:
             return None
         event, entry_id = found.event, found.entry_id

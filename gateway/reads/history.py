@@ -16,7 +16,7 @@ from gateway.api.schemas import (
     SellerReceipt,
     TransactionView,
 )
-from gateway.http.errors import HistoryUnavailable
+from gateway.refusals import HistoryUnavailable
 
 TRANSACTION: Final = """
 SELECT transaction_id, customer_name, customer_account, seller_name, seller_account, amount,
@@ -93,9 +93,8 @@ _UNAVAILABLE = (
 
 
 class HistoryStore:
-    def __init__(self, dsn: str, *, retry_after_s: int = 1, max_size: int = 4) -> None:
+    def __init__(self, dsn: str, *, max_size: int = 4) -> None:
         self._dsn = dsn
-        self._retry_after_s = retry_after_s
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
         self.queries = 0
@@ -115,16 +114,14 @@ class HistoryStore:
                 await self.open()
             except _UNAVAILABLE as exc:
                 raise HistoryUnavailable(
-                    f"history store unavailable: {type(exc).__name__}", self._retry_after_s
+                    f"history store unavailable: {type(exc).__name__}"
                 ) from exc
         assert self._pool is not None
         self.queries += 1
         try:
             return await call(self._pool)
         except _UNAVAILABLE as exc:
-            raise HistoryUnavailable(
-                f"history store unavailable: {type(exc).__name__}", self._retry_after_s
-            ) from exc
+            raise HistoryUnavailable(f"history store unavailable: {type(exc).__name__}") from exc
 
     async def with_connection(self, use: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """One pooled connection for a few queries in a row (the console's trace), its

@@ -24,13 +24,11 @@ class Probes:
         control: Redis,
         backlog: BacklogMonitor,
         shards: ShardWatch,
-        retry_after_s: int,
         document: bytes,
     ) -> None:
         self._control = control
         self._backlog = backlog
         self._shards = shards
-        self._retry = (b"retry-after", str(retry_after_s).encode())
         self._document = document
 
     async def healthz(self, scope: Scope, receive: Receive) -> Response:
@@ -47,7 +45,7 @@ class Probes:
             await self._control.ping()
         except REDIS_UNAVAILABLE as exc:
             body = _encoder.encode({"status": "unavailable", "redis": type(exc).__name__})
-            return json_response(503, body, self._retry)
+            return json_response(503, body)
         backlog = self._backlog.last
         report: dict[str, object] = {"status": "ready", "redis": "ok"}
         if backlog is not None:
@@ -66,14 +64,14 @@ class Probes:
         if self._backlog.refusal is not None:
             report["status"] = "overloaded"
             report["reason"] = self._backlog.refusal
-            return json_response(503, _encoder.encode(report), self._retry)
+            return json_response(503, _encoder.encode(report))
         if shards is not None and shards.status == "writes_unread":
             report["status"] = "misconfigured"
             report["reason"] = (
                 f"this gateway writes {shards.own} stream shards, the live flushers read"
                 f" {shards.flusher_reads}: set MONOKERA_STREAM_SHARDS alike everywhere"
             )
-            return json_response(503, _encoder.encode(report), self._retry)
+            return json_response(503, _encoder.encode(report))
         return json_response(200, _encoder.encode(report))
 
 
