@@ -7,7 +7,6 @@ import logging
 
 from core import logs
 from core.settings import Settings
-from gateway.api import routes
 from gateway.api.errors import ErrorResponses
 from gateway.http.asgi import Receive, Scope, Send
 from gateway.http.errors import (
@@ -20,7 +19,7 @@ from gateway.http.errors import (
 from gateway.http.responses import send_response
 from gateway.http.routing import Router
 from gateway.refusals import Unavailable
-from gateway.services import Services
+from gateway.services import Services, served_routes
 from gateway.telemetry.counters import Metrics
 from gateway.telemetry.heartbeat import WorkerHeartbeat
 
@@ -93,7 +92,7 @@ class App:
         self.heartbeat.start()
         services = await Services.open(settings, self.metrics)
         handlers = services.handlers()
-        self._router = Router(routes.served(settings), handlers)
+        self._router = Router(served_routes(settings), handlers)
         self._errors = ErrorResponses(settings.retry_after_s)
         self.services = services
         tune_collector(settings.gc_threshold)

@@ -21,10 +21,12 @@ from core.groups import ensure_groups
 from core.redis_clients import initialize, redis_client
 from core.settings import Settings
 from gateway.api import openapi
+from gateway.api import routes as service_routes
+from gateway.console import routes as console_routes
 from gateway.console.handlers import ConsoleApi
 from gateway.http.deadlines import BodyDeadlines
 from gateway.http.request_ids import RequestIds
-from gateway.http.routing import Handler
+from gateway.http.routing import Handler, Route
 from gateway.ingest.appender import StreamAppender
 from gateway.ingest.backpressure import BacklogMonitor
 from gateway.ingest.purchase import PurchaseHandler
@@ -38,6 +40,11 @@ from gateway.status.prometheus import Exposition, WorkerSources
 from gateway.status.shard_watch import ShardWatch
 from gateway.telemetry.counters import Metrics
 from gateway.telemetry.worker_board import WorkerBoard
+
+
+def served_routes(settings: Settings) -> tuple[Route, ...]:
+    """The service's routes, and the console's when it is on."""
+    return service_routes.ROUTES + (console_routes.ROUTES if settings.console else ())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,7 +195,7 @@ class Services:
                 control,
                 backlog,
                 shard_watch,
-                openapi.document(settings),
+                openapi.document(served_routes(settings), settings),
             ),
             console=console,
             exposition=Exposition(sources, board, backlog, shard_watch, control),
@@ -196,7 +203,7 @@ class Services:
         )
 
     def handlers(self) -> dict[str, Handler]:
-        """The handlers by the names the route table (gateway/api/routes.py) gives them."""
+        """The handlers by the names the route tables (``served_routes``) give them."""
         handlers: dict[str, Handler] = {
             "purchase": self.purchase,
             "purchases": self.purchase.batch,

@@ -9,10 +9,10 @@ import pytest
 
 from core.settings import Settings
 from gateway.api import openapi
-from gateway.api.routes import ROUTES, Reply, Route, served
 from gateway.http.asgi import Receive, Scope
 from gateway.http.responses import Response, json_response
-from gateway.http.routing import Handler, Router
+from gateway.http.routing import Handler, ResponseSpec, Route, Router
+from gateway.services import served_routes
 
 
 def answering(name: str) -> Handler:
@@ -27,10 +27,17 @@ def scope(path: str, raw_path: bytes | None = None) -> dict[str, Any]:
 
 
 TABLE = [
-    Route("GET", "/healthz", "healthz", "healthz", "", {200: Reply("ok")}),
-    Route("POST", "/healthz", "poke", "poke", "", {200: Reply("ok")}),
-    Route("GET", "/accounts/{account}", "summary", "summary", "", {200: Reply("ok")}),
-    Route("GET", "/accounts/{account}/transactions", "history", "history", "", {200: Reply("ok")}),
+    Route("GET", "/healthz", "healthz", "healthz", "", {200: ResponseSpec("ok")}),
+    Route("POST", "/healthz", "poke", "poke", "", {200: ResponseSpec("ok")}),
+    Route("GET", "/accounts/{account}", "summary", "summary", "", {200: ResponseSpec("ok")}),
+    Route(
+        "GET",
+        "/accounts/{account}/transactions",
+        "history",
+        "history",
+        "",
+        {200: ResponseSpec("ok")},
+    ),
 ]
 HANDLERS = {name: answering(name) for name in ("healthz", "poke", "summary", "history")}
 
@@ -71,23 +78,23 @@ def test_a_route_without_its_handler_is_refused_at_start() -> None:
 def test_every_route_served_is_in_the_document_and_nothing_else() -> None:
     for console in (True, False):
         settings = Settings(console=console)
-        document: Any = msgspec.json.decode(openapi.document(settings))
+        document: Any = msgspec.json.decode(openapi.document(served_routes(settings), settings))
         documented = {
             (method.upper(), path)
             for path, methods in document["paths"].items()
             for method in methods
         }
-        routes = served(settings)
+        routes = served_routes(settings)
         assert documented == {(r.method, r.path) for r in routes if r.documented}
         assert ("GET", "/metrics") in documented and ("GET", "/openapi.json") in documented
         assert (("GET", "/console/api/trace") in documented) is console
-        operations = [r.operation for r in ROUTES if r.documented]
+        operations = [r.operation for r in routes if r.documented]
         assert len(operations) == len(set(operations))
 
 
 def test_the_document_states_the_limits_the_server_applies() -> None:
     settings = Settings(max_batch_items=7)
-    document: Any = msgspec.json.decode(openapi.document(settings))
+    document: Any = msgspec.json.decode(openapi.document(served_routes(settings), settings))
     batch = document["paths"]["/purchases"]["post"]["requestBody"]["content"]["application/json"]
     assert batch["schema"]["maxItems"] == 7
     parameters = document["paths"]["/accounts/{account}/transactions"]["get"]["parameters"]

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document, generated from the route table and the msgspec types.
 
-Nothing here restates what the table (gateway/api/routes.py), the types or the settings
+Nothing here restates what the tables (gateway/api/routes.py, gateway/console/routes.py), the types or the settings
 already say: paths and operations come from the routes the router serves, schemas and
 parameters from the types the handlers decode with, the batch size from the settings. So
 the document cannot drift from what the server accepts. Built once at startup; served as
@@ -9,13 +9,14 @@ bytes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Final, get_args, get_origin
 
 import msgspec
 
 from core.events import PurchaseRequest
 from core.settings import Settings
-from gateway.api.routes import Reply, Route, served
+from gateway.http.routing import ResponseSpec, Route
 
 REF: Final = "#/components/schemas/{name}"
 
@@ -39,8 +40,8 @@ HEADERS: Final = {
 }
 
 
-def build(settings: Settings) -> dict[str, Any]:
-    routes = [route for route in served(settings) if route.documented]
+def build(served: Iterable[Route], settings: Settings) -> dict[str, Any]:
+    routes = [route for route in served if route.documented]
     types = _types(routes)
     schemas, components = msgspec.json.schema_components(types, ref_template=REF)
     schema_of = dict(zip(types, schemas, strict=True))
@@ -138,7 +139,7 @@ def _request(body: Any, schema_of: dict[Any, Any], settings: Settings) -> dict[s
     return {"application/json": {"schema": batch, "example": [example] if example else []}}
 
 
-def _response(reply: Reply, schema_of: dict[Any, Any]) -> dict[str, Any]:
+def _response(reply: ResponseSpec, schema_of: dict[Any, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"description": reply.description}
     if reply.headers:
         out["headers"] = {name: {"schema": HEADERS[name]} for name in reply.headers}
@@ -163,5 +164,5 @@ def _resolve(schema: Any) -> Any:
     return schema
 
 
-def document(settings: Settings) -> bytes:
-    return msgspec.json.encode(build(settings))
+def document(served: Iterable[Route], settings: Settings) -> bytes:
+    return msgspec.json.encode(build(served, settings))

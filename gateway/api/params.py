@@ -52,10 +52,6 @@ class HistoryParams(msgspec.Struct):
     cursor: Cursor = ""
 
 
-class TraceQuery(msgspec.Struct):
-    tx: TransactionId
-
-
 P = TypeVar("P", bound=msgspec.Struct)
 
 _MISSING: Final = re.compile(r"Object missing required field `([^`]+)`")

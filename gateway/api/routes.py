@@ -1,73 +1,42 @@
-"""Every route the gateway serves, in one table read by the router and the OpenAPI document.
+"""The service's routes, in one table read by the router and the OpenAPI document.
 
-A route names its handler (``Route.handler``); the app binds those names to the handlers
-built from its services (gateway/app.py), and gateway/api/openapi.py describes the same rows,
-so a route cannot be served without being documented, or documented without being served.
-Types say the rest: ``params`` is the Struct the handler decodes its path and query with
-(gateway/api/params.py), ``body`` the request body, a reply's ``body`` what it answers.
+A route names its handler (``Route.handler``); the services bind those names to the
+handlers they built (gateway/services.py), and gateway/api/openapi.py describes the same
+rows, so a route cannot be served without being documented, or documented without being
+served. Types say the rest: ``params`` is the Struct the handler decodes its path and query
+with (gateway/api/params.py), ``body`` the request body, a response's ``body`` what it
+answers. The console's routes are its own (gateway/console/routes.py); the table served is
+the union (``gateway.services.served_routes``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Final, NamedTuple
+from typing import Final
 
 from core.events import PurchaseRequest
-from core.settings import Settings
-from gateway.api.params import AccountPath, HistoryParams, TraceQuery, TransactionPath
+from gateway.api.params import AccountPath, HistoryParams, TransactionPath
 from gateway.api.schemas import AccountSummary, HistoryPage, PurchaseResponse, TransactionView
-from gateway.console.schemas import Overview
-from gateway.http.errors import ErrorBody
-from ops.trace import TxTrace
+from gateway.http.routing import ResponseSpec, Route
 
 JSON_OBJECT: Final = {"type": "object"}
 
 
-class Reply(NamedTuple):
-    description: str
-    body: Any = ErrorBody
-    """A msgspec type (JSON), a media type such as "text/html", a JSON schema dict taken as
-    is (components referenced by name), or None for no body."""
-    headers: tuple[str, ...] = ()
-    """Names from ``openapi.HEADERS``."""
-
-
-class Route(NamedTuple):
-    method: str
-    path: str
-    operation: str
-    """The OpenAPI operationId."""
-    handler: str
-    """Which handler answers: a key of the mapping the app builds from its services."""
-    summary: str
-    responses: Mapping[int, Reply]
-    params: type | None = None
-    body: Any = None
-    """The request body's type; a ``list[T]`` is a batch, each item answered on its own."""
-    description: str = ""
-    console: bool = False
-    """Served only with ``MONOKERA_CONSOLE`` on (and documented only then)."""
-    documented: bool = True
-    """False only for an alias whose path differs by a trailing slash: OpenAPI tools take
-    those for the same path."""
-
-
-_UNAVAILABLE: Final = Reply(
+_UNAVAILABLE: Final = ResponseSpec(
     "Redis unavailable or backlog over its limits; nothing was acknowledged",
     headers=("Retry-After",),
 )
 _BODY_ERRORS: Final = {
-    400: Reply("Malformed JSON or invalid UTF-8"),
-    408: Reply(
+    400: ResponseSpec("Malformed JSON or invalid UTF-8"),
+    408: ResponseSpec(
         "Body not complete within its deadline; the connection is closed, nothing was acknowledged"
     ),
-    413: Reply("Body over the size limit"),
-    415: Reply("Content-Type is not JSON"),
-    422: Reply("The purchase violates the schema or a constraint; details name the field"),
+    413: ResponseSpec("Body over the size limit"),
+    415: ResponseSpec("Content-Type is not JSON"),
+    422: ResponseSpec("The purchase violates the schema or a constraint; details name the field"),
     503: _UNAVAILABLE,
 }
-_STORAGE_UNAVAILABLE: Final = Reply("Storage unavailable", headers=("Retry-After",))
-_STATUS: Final = Reply("Alive", JSON_OBJECT)
+STORAGE_UNAVAILABLE: Final = ResponseSpec("Storage unavailable", headers=("Retry-After",))
+_STATUS: Final = ResponseSpec("Alive", JSON_OBJECT)
 
 _BATCH: Final = (
     "Each item is validated and appended on its own, as if posted to /purchase: an item that"
@@ -77,22 +46,6 @@ _BATCH: Final = (
     " and answered 503 (nothing acknowledged, safe to retry whole) when the store is"
     " unavailable."
 )
-
-
-def _asset(path: str, file: str, media: str, summary: str, documented: bool = True) -> Route:
-    return Route(
-        "GET",
-        path,
-        "console" + file.replace(".", " ").title().replace(" ", ""),  # consoleIndexHtml
-        file,
-        summary,
-        {
-            200: Reply("The file", media, ("ETag",)),
-            304: Reply("Unchanged since the ETag in If-None-Match", None, ("ETag",)),
-        },
-        console=True,
-        documented=documented,
-    )
 
 
 _IDEMPOTENCY: Final = (
@@ -114,12 +67,12 @@ ROUTES: Final = (
         "purchase",
         "Record a purchase: a debit of the customer, a credit of the seller",
         {
-            200: Reply(
+            200: ResponseSpec(
                 "Accepted: appended to the stream, both legs, durable history follows",
                 PurchaseResponse,
                 ("X-Request-ID", "X-Stream-Entry-ID", "Idempotent-Replayed"),
             ),
-            409: Reply(
+            409: ResponseSpec(
                 "transaction_id already used for a different purchase within the idempotency window"
             ),
             **_BODY_ERRORS,
@@ -134,7 +87,7 @@ ROUTES: Final = (
         "purchases",
         "A batch of purchases; one result per item, in order",
         {
-            200: Reply(
+            200: ResponseSpec(
                 "One result per item, in order: the seed's response for each accepted (or"
                 " replayed) item, the error body (validation_error, idempotency_conflict, ...)"
                 " for each refused one",
@@ -156,9 +109,9 @@ ROUTES: Final = (
         "transaction",
         "A purchase with both legs and its trace (ACCEPTED or PERSISTED)",
         {
-            200: Reply("Found", TransactionView),
-            404: Reply("No such transaction"),
-            503: _STORAGE_UNAVAILABLE,
+            200: ResponseSpec("Found", TransactionView),
+            404: ResponseSpec("No such transaction"),
+            503: STORAGE_UNAVAILABLE,
         },
         params=TransactionPath,
     ),
@@ -169,9 +122,9 @@ ROUTES: Final = (
         "summary",
         "Totals debited and credited, counts, first and last activity",
         {
-            200: Reply("Totals", AccountSummary),
-            422: Reply("Malformed account"),
-            503: _STORAGE_UNAVAILABLE,
+            200: ResponseSpec("Totals", AccountSummary),
+            422: ResponseSpec("Malformed account"),
+            503: STORAGE_UNAVAILABLE,
         },
         params=AccountPath,
     ),
@@ -182,9 +135,9 @@ ROUTES: Final = (
         "history",
         "Ledger entries of one account, newest first, keyset-paginated",
         {
-            200: Reply("A page", HistoryPage),
-            422: Reply("Bad limit, cursor or account"),
-            503: _STORAGE_UNAVAILABLE,
+            200: ResponseSpec("A page", HistoryPage),
+            422: ResponseSpec("Bad limit, cursor or account"),
+            503: STORAGE_UNAVAILABLE,
         },
         params=HistoryParams,
     ),
@@ -196,8 +149,10 @@ ROUTES: Final = (
         "readyz",
         "Redis answers and the backlog is under its limits",
         {
-            200: Reply("Ready", JSON_OBJECT),
-            503: Reply("Redis down or backlog over its limits", JSON_OBJECT, ("Retry-After",)),
+            200: ResponseSpec("Ready", JSON_OBJECT),
+            503: ResponseSpec(
+                "Redis down or backlog over its limits", JSON_OBJECT, ("Retry-After",)
+            ),
         },
     ),
     Route(
@@ -206,7 +161,7 @@ ROUTES: Final = (
         "metrics",
         "metrics",
         "Prometheus text exposition of this worker's counters",
-        {200: Reply("The metrics", "text/plain")},
+        {200: ResponseSpec("The metrics", "text/plain")},
     ),
     Route(
         "GET",
@@ -214,39 +169,6 @@ ROUTES: Final = (
         "openapi",
         "openapi",
         "This document",
-        {200: Reply("The OpenAPI 3.1 document", JSON_OBJECT)},
-    ),
-    _asset("/console", "index.html", "text/html", "The operations page"),
-    _asset("/console/", "index.html", "text/html", "The operations page", documented=False),
-    _asset("/console/console.css", "console.css", "text/css", "The page's style sheet"),
-    _asset("/console/console.js", "console.js", "text/javascript", "The page's script"),
-    Route(
-        "GET",
-        "/console/api/overview",
-        "consoleOverview",
-        "consoleOverview",
-        "The console's live figures: this worker's counters, backlog per shard",
-        {200: Reply("Figures and the last minutes, one point a second", Overview)},
-        console=True,
-    ),
-    Route(
-        "GET",
-        "/console/api/trace",
-        "consoleTrace",
-        "consoleTrace",
-        "One purchase through Redis and PostgreSQL, as `make trace` prints it",
-        {
-            200: Reply("Found", TxTrace),
-            404: Reply("No trace of it anywhere"),
-            422: Reply("tx missing"),
-            503: _STORAGE_UNAVAILABLE,
-        },
-        params=TraceQuery,
-        console=True,
+        {200: ResponseSpec("The OpenAPI 3.1 document", JSON_OBJECT)},
     ),
 )
-
-
-def served(settings: Settings) -> list[Route]:
-    """The routes this configuration serves."""
-    return [route for route in ROUTES if settings.console or not route.console]

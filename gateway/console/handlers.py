@@ -32,7 +32,7 @@ from core.redis_clients import REDIS_UNAVAILABLE
 from core.replies import text
 from core.settings import Settings
 from gateway.api.errors import InvalidQuery
-from gateway.api.params import TraceQuery, decode
+from gateway.api.params import decode
 from gateway.console.assets import assets
 from gateway.console.sampler import CURRENT_WINDOW_S, Rates, Sampler, rates
 from gateway.console.schemas import (
@@ -43,6 +43,7 @@ from gateway.console.schemas import (
     ShardBacklog,
     ShardPublishers,
     Shards,
+    TraceQuery,
 )
 from gateway.http.asgi import Receive, Scope
 from gateway.http.errors import NotFound

@@ -1,8 +1,14 @@
-"""What the console's JSON endpoints answer: typed once, described in OpenAPI."""
+"""What the console's JSON endpoints take and answer: typed once, described in OpenAPI."""
 
 from __future__ import annotations
 
 import msgspec
+
+from core.events import TransactionId
+
+
+class TraceQuery(msgspec.Struct):
+    tx: TransactionId
 
 
 class Point(msgspec.Struct):

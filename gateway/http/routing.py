@@ -1,14 +1,45 @@
-"""Dispatch by the route table: exact paths by dict lookup (the hot path), then a few with
-one parameter."""
+"""Routes as data, and the router that dispatches by them: exact paths by dict lookup (the
+hot path), then a few with one parameter."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
-from gateway.api.routes import Route
 from gateway.http.asgi import Receive, Scope
+from gateway.http.errors import ErrorBody
 from gateway.http.responses import Response
+
+
+class ResponseSpec(NamedTuple):
+    """One answer a route documents: its description, body and headers."""
+
+    description: str
+    body: Any = ErrorBody
+    """A msgspec type (JSON), a media type such as "text/html", a JSON schema dict taken as
+    is (components referenced by name), or None for no body."""
+    headers: tuple[str, ...] = ()
+    """Names from ``gateway.api.openapi.HEADERS``."""
+
+
+class Route(NamedTuple):
+    method: str
+    path: str
+    operation: str
+    """The OpenAPI operationId."""
+    handler: str
+    """Which handler answers: a key of the mapping the services build (gateway/services.py)."""
+    summary: str
+    responses: Mapping[int, ResponseSpec]
+    params: type | None = None
+    body: Any = None
+    """The request body's type; a ``list[T]`` is a batch, each item answered on its own."""
+    description: str = ""
+    documented: bool = True
+    """False only for an alias whose path differs by a trailing slash: OpenAPI tools take
+    those for the same path."""
+
 
 Handler = Callable[[Scope, Receive], Awaitable[Response]]
 Methods = dict[str, Handler]
