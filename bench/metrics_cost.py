@@ -22,7 +22,7 @@ from core.flusher_stats import FLUSHER_STATS
 from core.supervisor_status import ChildStatus
 from gateway.ingest.appender import AppendStats
 from gateway.reads.cache import CacheStats
-from gateway.reads.history import HistoryStore
+from gateway.reads.history import HistoryReader
 from gateway.status.prometheus import Scrape, WorkerSources
 from gateway.telemetry.counters import Metrics
 from gateway.telemetry.worker_board import WorkerBoard
@@ -54,7 +54,7 @@ def scrape_cost(metrics: Metrics, stats: AppendStats) -> None:
     for route in ("/purchase", "/purchases", "/healthz", "/metrics", "/accounts/{account}"):
         for status in (200, 409, 422, 503):
             metrics.requests[(route, status)] += 1
-    history = HistoryStore("postgresql://unused/", retry_after_s=1)  # never connects
+    history = HistoryReader("postgresql://unused/", retry_after_s=1)  # never connects
     sources = WorkerSources(metrics, stats, CacheStats(), history)
     flushers = {f"flusher-{i}": {s.name: 1.0 for s in FLUSHER_STATS} for i in range(2)}
     children = {n: ChildStatus(state="running") for n in ("redis", "postgres", "gw", "fl")}

@@ -31,8 +31,8 @@ from gateway.ingest.appender import StreamAppender
 from gateway.ingest.backpressure import BacklogMonitor
 from gateway.ingest.purchase import PurchaseHandler
 from gateway.reads.cache import ReadCache
-from gateway.reads.handlers import Reads
-from gateway.reads.history import HistoryStore
+from gateway.reads.handlers import ReadHandlers
+from gateway.reads.history import HistoryReader
 from gateway.redis_io.nodes import Nodes
 from gateway.redis_io.setup import RedisSetup
 from gateway.status.probes import Probes
@@ -55,10 +55,10 @@ class Services:
     appender: StreamAppender
     backlog: BacklogMonitor
     shard_watch: ShardWatch
-    history: HistoryStore
+    history: HistoryReader
     cache: ReadCache
     purchase: PurchaseHandler
-    reads: Reads
+    reads: ReadHandlers
     probes: Probes
     console: ConsoleApi | None
     exposition: Exposition
@@ -89,7 +89,7 @@ class Services:
         closing.push_async_callback(appends.close)
         cache_nodes = Nodes(settings)
         closing.push_async_callback(cache_nodes.close)
-        history = HistoryStore(
+        history = HistoryReader(
             settings.database_url,
             max_size=settings.pg_pool_size,
         )
@@ -184,7 +184,7 @@ class Services:
             history=history,
             cache=cache,
             purchase=purchase,
-            reads=Reads(
+            reads=ReadHandlers(
                 history,
                 cache,
                 cache_nodes,

@@ -235,7 +235,7 @@ async def serving(gateway: Gateway, *flushers: FlusherProcess) -> AsyncIterator[
 
 
 @dataclass(frozen=True)
-class Reply:
+class HttpReply:
     status_code: int
     headers: CIMultiDictProxy[str]
     body: bytes
@@ -268,7 +268,7 @@ class HttpClient:
         json_body: Any = None,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> Reply:
+    ) -> HttpReply:
         send_headers = dict(headers or {})
         data = content
         if json_body is not None:
@@ -277,12 +277,14 @@ class HttpClient:
         async with self._session.request(
             method, path, data=data, headers=send_headers, skip_auto_headers=("Content-Type",)
         ) as resp:
-            return Reply(resp.status, resp.headers, await resp.read(), resp.request_info.headers)
+            return HttpReply(
+                resp.status, resp.headers, await resp.read(), resp.request_info.headers
+            )
 
-    async def post(self, path: str, json: Any = None, **kwargs: Any) -> Reply:
+    async def post(self, path: str, json: Any = None, **kwargs: Any) -> HttpReply:
         return await self.request("POST", path, json_body=json, **kwargs)
 
-    async def get(self, path: str, **kwargs: Any) -> Reply:
+    async def get(self, path: str, **kwargs: Any) -> HttpReply:
         return await self.request("GET", path, **kwargs)
 
     async def close(self) -> None:

@@ -18,7 +18,7 @@ from devstack.processes import free_port
 from devstack.redis_server import RedisServer, RedisVersion
 from gateway.api.errors import NOT_REPLICATED
 from tests.conftest import both_redis, env_for
-from tests.helpers import Gateway, HttpClient, Reply, idempotency_records, purchase
+from tests.helpers import Gateway, HttpClient, HttpReply, idempotency_records, purchase
 
 pytestmark = both_redis
 
@@ -50,7 +50,7 @@ def replicas_mode(settings: Settings, primary: RedisServer) -> dict[str, str]:
     )
 
 
-async def post_until(client: HttpClient, body: dict[str, object], status: int) -> Reply:
+async def post_until(client: HttpClient, body: dict[str, object], status: int) -> HttpReply:
     """Post ``body`` until the reply has ``status`` (a replica needs a moment to sync)."""
     for _ in range(150):
         reply = await client.post("/purchase", json=body)

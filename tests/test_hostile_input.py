@@ -11,12 +11,12 @@ from urllib.parse import quote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import Gateway, HttpClient, Reply, purchase
+from tests.helpers import Gateway, HttpClient, HttpReply, purchase
 
 JSON_HEADERS = {"content-type": "application/json"}
 
 
-def assert_client_error(reply: Reply) -> None:
+def assert_client_error(reply: HttpReply) -> None:
     assert 400 <= reply.status_code < 500, (reply.status_code, reply.text)
     body = reply.json()
     assert set(body) == {"error", "message", "details"}
@@ -115,7 +115,7 @@ async def test_hostile_bodies_to_both_purchase_endpoints_get_4xx_never_5xx(
 RESULT_KEYS = ({"error", "message", "details"}, {"transaction_id", "customer_info", "seller_info"})
 
 
-def assert_answered(reply: Reply) -> None:
+def assert_answered(reply: HttpReply) -> None:
     """A 4xx JSON error, or a 200 with a purchase or, from a batch, a result per item."""
     if reply.status_code != 200:
         assert_client_error(reply)

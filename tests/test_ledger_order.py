@@ -26,7 +26,7 @@ import pytest
 from core.events import PurchaseEvent
 from core.settings import Settings
 from flusher.store import Decoded, PurchaseStore
-from gateway.reads.history import HistoryStore
+from gateway.reads.history import HistoryReader
 from ops.reconcile import ACCOUNTS_BROKEN, LEDGER_BROKEN
 
 HOT: Final = "hot"
@@ -117,7 +117,7 @@ class FlusherLedger:
         await store.close()
 
     async def page(self, limit: int) -> list[int]:
-        history = HistoryStore(self.settings.database_url)
+        history = HistoryReader(self.settings.database_url)
         try:
             entries, _ = await history.history(HOT, limit, None)
         finally:
@@ -291,7 +291,7 @@ async def soak_writer(soak: Soak, store: PurchaseStore, name: str) -> None:
 async def soak_reader(soak: Soak, settings: Settings, account: str) -> None:
     """Pages an account from its newest entry down to its first, again and again: each pass
     must see every number from its top down to 1, once, in order."""
-    history = HistoryStore(settings.database_url)
+    history = HistoryReader(settings.database_url)
     try:
         while time.monotonic() < soak.stop_at:
             entries, last = await history.history(account, 7, None)

@@ -19,7 +19,8 @@ from redis.asyncio import Redis
 from core.settings import Settings
 from flusher.store import PurchaseStore
 from flusher.worker import Flusher
-from gateway.reads.history import HISTORY_AFTER, HISTORY_FIRST, HistoryStore
+from gateway.reads.history import HistoryReader
+from gateway.reads.queries import HISTORY_AFTER, HISTORY_FIRST
 from ops.reconcile import reconcile
 from tests.helpers import open_flusher
 
@@ -96,7 +97,7 @@ async def test_a_row_beyond_the_last_partition_is_kept_and_moved_to_its_day_late
     await pg.execute(INSERT_ROWS, "late", "lena", day + timedelta(hours=3), 1, 0)
     where = "SELECT tableoid::regclass::text FROM ledger_transfers WHERE debit_account = 'lena'"
     assert await pg.fetchval(where) == "ledger_transfers_future"
-    history = HistoryStore(settings.database_url)
+    history = HistoryReader(settings.database_url)
     try:
         entries, _ = await history.history("lena", 10, None)
         assert [e.transaction_id for e in entries] == ["late-1"]  # read like any other
@@ -242,7 +243,7 @@ async def test_a_later_page_skips_newer_partitions_and_leaves_older_ones_unread(
 ) -> None:
     await spread_history(pg, "yann", days=4, per_day=100)
     today = await pg.fetchval(TODAY)
-    history = HistoryStore(settings.database_url)
+    history = HistoryReader(settings.database_url)
     try:
         pages: list[list[str]] = []
         entries, last = await history.history("yann", 30, None)

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from core.constants import STREAM
 from core.entries import decode
 from core.events import Leg
-from tests.helpers import SEED, Gateway, HttpClient, Reply, purchase
+from tests.helpers import SEED, Gateway, HttpClient, HttpReply, purchase
 
 
 async def test_seed_example_round_trip_returns_the_seed_response(
@@ -62,7 +62,7 @@ async def test_missing_content_type_is_accepted_as_json(client: HttpClient) -> N
     assert response.status_code == 200
 
 
-def assert_error(response: Reply, status: int, code: str, path: str | None = None) -> None:
+def assert_error(response: HttpReply, status: int, code: str, path: str | None = None) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
     body = response.json()

@@ -16,7 +16,7 @@ from core.settings import Settings
 from flusher.worker import Flusher
 from gateway.api.schemas import HistoryPage
 from gateway.reads.cache import ReadCache
-from gateway.reads.history import HistoryStore
+from gateway.reads.history import HistoryReader
 from gateway.redis_io.nodes import Nodes
 from tests.helpers import HttpClient, forget_idempotency, purchase, raw_cursor, samples
 
@@ -243,7 +243,7 @@ async def test_a_read_in_flight_while_the_flusher_commits_cannot_leave_a_stale_p
     await flusher.drain()
     await buy(client, "race-2", "iris", "shop")  # accepted, not yet flushed
 
-    store = HistoryStore(settings.database_url)
+    store = HistoryReader(settings.database_url)
     node = Nodes(settings)
     await node.start()
     cache = ReadCache(node, ttl_s=300, immutable_ttl_s=300)

@@ -28,7 +28,7 @@ from core.events import PurchaseRequest, encoder, request_decoder
 from core.settings import Settings
 from flusher.worker import Flusher
 from gateway.api.schemas import HistoryEntry
-from gateway.reads.history import HistoryStore
+from gateway.reads.history import HistoryReader
 from ops.trace import trace_transaction
 from tests.conftest import both_redis
 from tests.helpers import (
@@ -285,7 +285,7 @@ async def test_a_ledger_and_stream_6b597ba_wrote_move_to_one_row_per_purchase_in
             assert not await conn.fetchval("SELECT to_regclass('ledger_entries') IS NOT NULL")
             assert await conn.fetchval("SELECT count(*) FROM transactions") == 13
             assert await conn.fetchval("SELECT count(*) FROM ledger_transfers") == 9  # 4 dropped
-            history = HistoryStore(old.database_url)
+            history = HistoryReader(old.database_url)
             try:
                 for account in ACCOUNTS:
                     pages = await all_pages(history, account, limit=2)
@@ -305,7 +305,7 @@ async def test_a_ledger_and_stream_6b597ba_wrote_move_to_one_row_per_purchase_in
             await conn.close()
 
 
-async def all_pages(history: HistoryStore, account: str, limit: int) -> list[HistoryEntry]:
+async def all_pages(history: HistoryReader, account: str, limit: int) -> list[HistoryEntry]:
     entries, last = await history.history(account, limit, None)
     seen = list(entries)
     while len(entries) == limit and last is not None:

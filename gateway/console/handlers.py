@@ -52,7 +52,7 @@ from gateway.http.routing import Handler
 from gateway.ingest.appender import AppendStats
 from gateway.ingest.backpressure import BacklogMonitor
 from gateway.reads.cache import CacheStats
-from gateway.reads.history import HistoryStore
+from gateway.reads.history import HistoryReader
 from gateway.refusals import HistoryUnavailable, StoreUnavailable
 from gateway.status.shard_watch import ShardWatch
 from gateway.telemetry.counters import LATENCY_BUCKETS_S, Metrics
@@ -83,7 +83,7 @@ class ConsoleApi:
         cache: CacheStats,
         backlog: BacklogMonitor,
         shard_watch: ShardWatch,
-        history: HistoryStore,
+        history: HistoryReader,
         redis: Redis,
     ) -> None:
         self._settings = settings

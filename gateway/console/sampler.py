@@ -32,7 +32,7 @@ CURRENT_WINDOW_S: Final = 5
 
 
 @dataclass(frozen=True, slots=True)
-class Reading:
+class Sample:
     at: float
     acknowledged: int
     replays: int
@@ -71,7 +71,7 @@ class Sampler:
         self._appends = appends
         self._redis = redis
         self._interval_s = interval_s
-        self.readings: deque[Reading] = deque(maxlen=HISTORY_S + 1)
+        self.readings: deque[Sample] = deque(maxlen=HISTORY_S + 1)
         self._flushers: tuple[float, float] = (0.0, 0.0)
         self._background = LifetimeTask()
 
@@ -81,9 +81,9 @@ class Sampler:
             summed = await read_summed(self._redis)
             self._flushers = (summed[BATCHES.name], summed[ROWS_WRITTEN.name])
 
-    def take(self) -> Reading:
+    def take(self) -> Sample:
         stats = self._appends()
-        reading = Reading(
+        reading = Sample(
             at=time.time(),
             acknowledged=stats.appends,
             replays=stats.replays,
@@ -124,7 +124,7 @@ class Rates:
     flusher_rows_per_s: float
 
 
-def rates(older: Reading, newer: Reading, bounds: Sequence[float]) -> Rates:
+def rates(older: Sample, newer: Sample, bounds: Sequence[float]) -> Rates:
     """Between two readings; never negative (Redis may have lost the flushers' sums)."""
     span = max(newer.at - older.at, 1e-6)
     buckets = [max(0, n - o) for n, o in zip(newer.ack_buckets, older.ack_buckets, strict=True)]

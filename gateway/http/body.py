@@ -1,4 +1,4 @@
-"""Reading a request body under a size limit and a deadline, without buffering more than the limit."""
+"""BodyInProgress a request body under a size limit and a deadline, without buffering more than the limit."""
 
 from __future__ import annotations
 

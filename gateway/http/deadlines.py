@@ -23,7 +23,7 @@ TICKS: Final = 4
 """Sweeps per deadline: a stalled body is evicted between 1 and 1.25 deadlines in."""
 
 
-class Reading:
+class BodyInProgress:
     """One body being read: the receive in flight, and whether its deadline passed."""
 
     __slots__ = ("expired", "pending", "tick")
@@ -45,15 +45,15 @@ class BodyDeadlines:
         self.timeout_s = timeout_s
         self._interval_s = timeout_s / TICKS
         self._tick = 0
-        self._reading: dict[Reading, None] = {}
+        self._reading: dict[BodyInProgress, None] = {}
         self._background = LifetimeTask()
 
-    def begin(self) -> Reading:
-        reading = Reading(self._tick)
+    def begin(self) -> BodyInProgress:
+        reading = BodyInProgress(self._tick)
         self._reading[reading] = None
         return reading
 
-    def end(self, reading: Reading) -> None:
+    def end(self, reading: BodyInProgress) -> None:
         self._reading.pop(reading, None)
 
     def sweep(self) -> int:

@@ -35,7 +35,7 @@ from core.idempotency import REACH, Appended, Outcome, bucket_width_s, outcome
 from core.logs import Sparse
 from core.redis_clients import REDIS_UNAVAILABLE
 from gateway.redis_io.nodes import Nodes
-from gateway.redis_io.pipe import Arg, RedisPipe, Reply
+from gateway.redis_io.pipe import Arg, RedisPipe, RedisReply
 from gateway.refusals import NotReplicated, Overloaded, StoreUnavailable
 from gateway.telemetry.counters import BATCH_BUCKETS, Histogram
 
@@ -280,7 +280,7 @@ class StreamAppender:
             self.stats.replays += 1
         return appended
 
-    async def _call(self, pipe: RedisPipe, batches: dict[int, list[Unit]]) -> list[Reply]:
+    async def _call(self, pipe: RedisPipe, batches: dict[int, list[Unit]]) -> list[RedisReply]:
         """The script's reply per shard, or the error Redis gave for that shard."""
         commands: list[tuple[Arg, ...]] = []
         for shard, items in batches.items():

@@ -28,7 +28,7 @@ from gateway.http.asgi import Receive, Scope
 from gateway.http.errors import NotFound
 from gateway.http.responses import Response, json_response
 from gateway.reads.cache import ReadCache
-from gateway.reads.history import HistoryKey, HistoryStore
+from gateway.reads.history import HistoryKey, HistoryReader
 from gateway.redis_io.nodes import Nodes
 from gateway.redis_io.pipe import Arg
 from gateway.refusals import StoreUnavailable
@@ -81,10 +81,10 @@ class NodeLookups:
         return from_reply(entries[0][1])  # [field, value, field, value, ...]
 
 
-class Reads:
+class ReadHandlers:
     def __init__(
         self,
-        store: HistoryStore,
+        store: HistoryReader,
         cache: ReadCache,
         nodes: Nodes,
         shards: int,

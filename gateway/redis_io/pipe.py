@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-Reply = Any
+RedisReply = Any
 Arg = bytes | str | int | float
 """bytes, int, None, a list of replies, or a ResponseError instance."""
 
@@ -36,7 +36,7 @@ Arg = bytes | str | int | float
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self._reader = hiredis.Reader(replyError=ResponseError)
-        self.waiters: deque[asyncio.Future[Reply]] = deque()
+        self.waiters: deque[asyncio.Future[RedisReply]] = deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
 
@@ -62,7 +62,7 @@ class _Protocol(asyncio.Protocol):
         self.closed = True
         self._fail_all(RedisConnectionError(f"connection to Redis lost: {exc!r}"))
 
-    def send(self, commands: Sequence[tuple[Arg, ...]]) -> list[asyncio.Future[Reply]]:
+    def send(self, commands: Sequence[tuple[Arg, ...]]) -> list[asyncio.Future[RedisReply]]:
         """Write the commands; a future per reply, resolved in order as replies arrive.
 
         Everything is packed before any future is queued: a command that cannot be packed
@@ -113,12 +113,12 @@ class RedisPipe:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
 
-    async def call(self, *args: Arg) -> Reply:
+    async def call(self, *args: Arg) -> RedisReply:
         return (await self.call_many([args]))[0]
 
     async def call_many(
         self, commands: Sequence[tuple[Arg, ...]], *, return_errors: bool = False
-    ) -> list[Reply]:
+    ) -> list[RedisReply]:
         """Send the commands at once, in order; their replies in the same order. A command
         Redis refuses raises its ``ResponseError`` once all replies are in, or with
         ``return_errors`` stands in the list in place of its reply. A lost connection or
@@ -138,7 +138,7 @@ class RedisPipe:
             pass  # raised below, with the others
         finally:
             timer.cancel()
-        replies: list[Reply] = []
+        replies: list[RedisReply] = []
         for future in futures:
             error = future.exception()
             if error is None:
@@ -198,7 +198,7 @@ class RedisPipe:
         self._protocol = None
 
 
-def _expire(protocol: _Protocol, last: asyncio.Future[Reply], timeout_s: float) -> None:
+def _expire(protocol: _Protocol, last: asyncio.Future[RedisReply], timeout_s: float) -> None:
     """No reply in time: the connection's order can no longer be trusted, so drop it."""
     if not last.done():
         protocol.abort(RedisTimeoutError(f"no reply from Redis within {timeout_s} s"))

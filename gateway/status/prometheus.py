@@ -36,7 +36,7 @@ from gateway.http.responses import Response
 from gateway.ingest.appender import AppendStats
 from gateway.ingest.backpressure import BacklogMonitor
 from gateway.reads.cache import CacheStats
-from gateway.reads.history import HistoryStore
+from gateway.reads.history import HistoryReader
 from gateway.status.shard_watch import ShardReading, ShardWatch
 from gateway.telemetry.counters import (
     BATCH_BUCKETS,
@@ -67,7 +67,7 @@ class WorkerSources:
     metrics: Metrics
     appends: AppendStats
     cache: CacheStats
-    history: HistoryStore
+    history: HistoryReader
     worker: str = field(default_factory=lambda: str(os.getpid()))
 
     def read(self) -> WorkerCounters:
