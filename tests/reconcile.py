@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import asyncpg
 from redis.asyncio import Redis
 
-from core.constants import GROUP, STREAM
+from core.constants import GROUP, STREAM, stream_key
 from ops.reconcile import ACCOUNTS_BROKEN, LEDGER_BROKEN, ORPHAN_ROWS, Report, reconcile, render
 
 
@@ -37,6 +37,26 @@ async def wait_for_no_pending(redis: Redis, timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("entries still pending")
         await asyncio.sleep(0.05)
+
+
+async def wait_for_consumers(
+    redis: Redis, shards: int, names: set[str], timeout: float = 60
+) -> None:
+    """Until every named flusher has read every shard's group (a flusher slow to start on
+    a busy machine has not, yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = {}
+        for shard in range(shards):
+            consumers = await redis.xinfo_consumers(stream_key(shard), GROUP)
+            absent = names - {c["name"].decode() for c in consumers}
+            if absent:
+                missing[shard] = sorted(absent)
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not reading their shards after {timeout}s: {missing}")
+        await asyncio.sleep(0.1)
 
 
 async def assert_exactly_once(

@@ -13,7 +13,12 @@ from core.constants import GROUP, shard_of, stream_key
 from core.settings import Settings
 from tests.conftest import env_for
 from tests.helpers import Gateway, flusher_processes, idempotency_record_count, purchase, serving
-from tests.reconcile import assert_exactly_once, assert_reconciles, wait_for_rows
+from tests.reconcile import (
+    assert_exactly_once,
+    assert_reconciles,
+    wait_for_consumers,
+    wait_for_rows,
+)
 
 SHARDS = 4
 
@@ -45,6 +50,8 @@ async def test_sharded_purchases_reach_postgres_exactly_once_while_a_flusher_is_
         replies = await asyncio.gather(*(client.post("/purchase", json=purchase(t)) for t in first))
         assert [r.status_code for r in replies] == [200] * len(first)
         await wait_for_rows(sharded.database_url, len(first))
+        # Both read every shard before one dies, so that both show in every group below.
+        await wait_for_consumers(redis, SHARDS, {"shard-flusher-0", "shard-flusher-1"})
 
         flushers[0].kill()  # its pending entries, if any, go to the survivor
         second = [f"sharded-b-{i}" for i in range(600)]
