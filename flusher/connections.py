@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from core.redis_clients import flusher_client
 from core.settings import Settings
+from flusher.config import FlusherConfig
 from flusher.store import PurchaseStore
 from flusher.stream import GroupReader
 from flusher.worker import Flusher
@@ -35,13 +36,14 @@ async def open_flushers(
     clients: list[Redis] = []
     stores: list[PurchaseStore] = []
     flushers: list[Flusher] = []
+    config = FlusherConfig.from_settings(settings)
     for shard in range(settings.stream_shards) if shards is None else shards:
         redis = flusher_client(settings)
         store = purchase_store(settings, shard)
         clients.append(redis)
         stores.append(store)
         reader = GroupReader(redis, settings.consumer_name, shard=shard)
-        flushers.append(Flusher(settings, reader, store))
+        flushers.append(Flusher(config, reader, store))
 
     async def close() -> None:
         for store in stores:

@@ -65,7 +65,7 @@ async def test_a_batch_that_cannot_be_committed_is_not_acknowledged(
     entries = await flusher.read_batch()
     dead_port = free_port()
     down = Flusher(
-        flusher.settings,
+        flusher.config,
         flusher.reader,
         PurchaseStore(f"postgresql://postgres@127.0.0.1:{dead_port}/x", timeout_s=1),
     )
@@ -147,7 +147,7 @@ async def test_entries_left_pending_by_a_dead_consumer_are_reclaimed(
     ids = await post_all(client, [purchase() for _ in range(30)])
     dead = GroupReader(redis, "dead-consumer")
     assert len(await dead.read(100, None)) == 30  # delivered to a consumer that then died
-    await asyncio.sleep(flusher.settings.claim_idle_ms / 1000 + 0.1)
+    await asyncio.sleep(flusher.config.claim_idle_ms / 1000 + 0.1)
 
     assert await flusher.drain() == 30
     assert flusher.stats.reclaimed == 30
@@ -252,7 +252,7 @@ async def test_pending_entry_deleted_from_the_stream_is_dead_lettered_not_lost_t
     await post_all(client, [purchase() for _ in range(3)])
     [(gone, _), *_] = await GroupReader(redis, "dead-consumer").read(10, None)
     await redis.xdel(STREAM, gone)
-    await asyncio.sleep(flusher.settings.claim_idle_ms / 1000 + 0.1)
+    await asyncio.sleep(flusher.config.claim_idle_ms / 1000 + 0.1)
 
     assert await flusher.drain() == 3
     assert await pg.fetchval("SELECT count(*) FROM transactions") == 2
