@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.settings import Settings
+from flusher.retry import Backoff
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +29,8 @@ class FlusherConfig:
     trim_interval_s: float
     stream_retain_s: float
     """Acknowledged entries are kept this long (for tracing) unless Redis needs the memory."""
-    pg_retry_max_s: float
+    backoff: Backoff
+    """Every retry of the worker's, for PostgreSQL and Redis alike (``flusher.retry``)."""
     cache_ttl_s: int
     """The lifetime of a batch's hold on its accounts' cached reads (core.cache_version)."""
     ledger_partitions_ahead_days: int
@@ -49,7 +51,7 @@ class FlusherConfig:
             reclaim_interval_s=settings.reclaim_interval_s,
             trim_interval_s=settings.trim_interval_s,
             stream_retain_s=settings.stream_retain_s,
-            pg_retry_max_s=settings.pg_retry_max_s,
+            backoff=Backoff(max_s=settings.pg_retry_max_s),
             cache_ttl_s=settings.cache_ttl_s,
             ledger_partitions_ahead_days=settings.ledger_partitions_ahead_days,
             ledger_retention_days=settings.ledger_retention_days,

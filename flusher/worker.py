@@ -129,7 +129,7 @@ class Flusher:
         accounts skip the cache for the COMMIT and the release only, not for the batch's
         statements (and the wait for its accounts' locks) too."""
         before_commit = None if batch is None else partial(self.hold, batch)
-        delay = 0.05
+        failures = 0
         while True:
             try:
                 return await self.store.write(good, bad, before_commit)
@@ -137,9 +137,10 @@ class Flusher:
                 self.stats.store_retries += 1
                 if self._stopping.is_set():
                     raise
-                log.warning("store unavailable, retrying in %.2fs: %s", delay, exc)
-                await self._sleep_unless_stopping(delay)
-                delay = min(delay * 2, self.config.pg_retry_max_s)
+                failures += 1
+                delay_s = self.config.backoff.delay(failures)
+                log.warning("store unavailable, retrying in %.2fs: %s", delay_s, exc)
+                await self._sleep_unless_stopping(delay_s)
 
     async def hold(self, batch: BatchHold) -> None:
         """Before the commit: hold the batch's accounts' cached reads (core/cache_version).
@@ -188,7 +189,7 @@ class Flusher:
     async def _retry_redis(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
         """``step()``, retried with backoff while Redis is unreachable or refusing for a
         while; StreamUnavailable once stopping (the entries stay pending, delivered again)."""
-        delay = 0.05
+        failures = 0
         while True:
             try:
                 return await step()
@@ -198,9 +199,10 @@ class Flusher:
                 self.stats.stream_retries += 1
                 if self._stopping.is_set():
                     raise StreamUnavailable(f"{what} failed while stopping") from exc
-                log.warning("%s failed, retrying in %.2fs: %r", what, delay, exc)
-                await self._sleep_unless_stopping(delay)
-                delay = min(delay * 2, self.config.pg_retry_max_s)
+                failures += 1
+                delay_s = self.config.backoff.delay(failures)
+                log.warning("%s failed, retrying in %.2fs: %r", what, delay_s, exc)
+                await self._sleep_unless_stopping(delay_s)
 
     async def reclaim_idle(self) -> list[Entry]:
         entries = await self.reader.claim_idle(self.config.claim_idle_ms, self.config.batch_size)
@@ -336,9 +338,10 @@ class Flusher:
         A missing stream or group becomes the next step: recovering from it can meet
         Redis or PostgreSQL away too, and is retried the same way.
         """
-        delay = 0.05
+        failures = 0
         while not self._stopping.is_set():
             self.heartbeat.beat()
+            delay_s = self.config.backoff.delay(failures + 1)
             try:
                 await step()
                 return
@@ -353,15 +356,15 @@ class Flusher:
                     raise
                 self.stats.stream_retries += 1
                 log.warning(
-                    "Redis refused (%s: %s), retrying in %.2fs", type(exc).__name__, exc, delay
+                    "Redis refused (%s: %s), retrying in %.2fs", type(exc).__name__, exc, delay_s
                 )
             except RETRYABLE as exc:
                 if self._stopping.is_set():
                     return
                 self.stats.stream_retries += not isinstance(exc, DatabaseUnavailable)
-                log.warning("%s, retrying in %.2fs", exc, delay)
-            await self._sleep_unless_stopping(delay)
-            delay = min(delay * 2, self.config.pg_retry_max_s)
+                log.warning("%s, retrying in %.2fs", exc, delay_s)
+            failures += 1
+            await self._sleep_unless_stopping(delay_s)
 
     async def recover_missing_stream(
         self, reason: str, then: Callable[[], Awaitable[object]] | None = None
