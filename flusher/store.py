@@ -19,7 +19,8 @@ import asyncpg
 
 from core.events import PurchaseEvent
 from core.migrate import migrate
-from flusher.errors import PG_RETRYABLE, DatabaseUnavailable
+from core.pg_errors import PG_RETRYABLE
+from flusher.errors import DatabaseUnavailable
 from flusher.ledger_rows import (
     LEDGER_COLUMNS,
     MOVE_COLUMNS,

@@ -8,6 +8,7 @@ from typing import Any, Final, TypeVar, cast
 
 import asyncpg
 
+from core.pg_errors import PG_RETRYABLE
 from gateway.api.schemas import (
     AccountSummary,
     CustomerReceipt,
@@ -81,16 +82,6 @@ T = TypeVar("T")
 HistoryKey = tuple[datetime, int]
 """Where an entry sorts in an account's history: (recorded_at, its number in the account)."""
 
-_UNAVAILABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    asyncpg.exceptions.InternalClientError,
-)
-
 
 class HistoryStore:
     def __init__(self, dsn: str, *, retry_after_s: int = 1, max_size: int = 4) -> None:
@@ -113,7 +104,7 @@ class HistoryStore:
         if self._pool is None:
             try:
                 await self.open()
-            except _UNAVAILABLE as exc:
+            except PG_RETRYABLE as exc:
                 raise HistoryUnavailable(
                     f"history store unavailable: {type(exc).__name__}", self._retry_after_s
                 ) from exc
@@ -121,7 +112,7 @@ class HistoryStore:
         self.queries += 1
         try:
             return await call(self._pool)
-        except _UNAVAILABLE as exc:
+        except PG_RETRYABLE as exc:
             raise HistoryUnavailable(
                 f"history store unavailable: {type(exc).__name__}", self._retry_after_s
             ) from exc
