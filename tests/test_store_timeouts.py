@@ -30,7 +30,7 @@ LOCKING_BUYER: Final = (
     "INSERT INTO account_totals (account) VALUES ('buyer')"
     " ON CONFLICT (account) DO UPDATE SET account = EXCLUDED.account WHERE false"
 )
-"""What a batch holds on one of its accounts (flusher.store.LOCK_ACCOUNTS)."""
+"""What a batch holds on one of its accounts (flusher.queries.LOCK_ACCOUNTS)."""
 
 
 def as_read(fields: dict[Any, Any]) -> dict[bytes, bytes]:
