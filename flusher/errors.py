@@ -7,7 +7,7 @@ FlusherError
 └── StrandedEntries      unflushed entries above the shard count: refuse to start
 
 What PostgreSQL raises that is worth retrying is named in ``core.pg_errors``
-(``PG_RETRYABLE``); the store turns it into DatabaseUnavailable. Redis unreachable
+(``PG_RETRYABLE``); the ledger writer turns it into DatabaseUnavailable. Redis unreachable
 (``REDIS_RETRYABLE``) is retried as redis-py raises it, not wrapped.
 
 Redis also refuses commands for a while without being unreachable: out of memory (OOM),

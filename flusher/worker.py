@@ -34,7 +34,7 @@ from flusher.errors import (
     StreamUnavailable,
     is_transient,
 )
-from flusher.store import Decoded, PurchaseStore, Undecodable, WriteResult
+from flusher.ledger_writer import Decoded, LedgerWriter, Undecodable, WriteResult
 from flusher.stream import Entry, GroupReader
 
 log = logging.getLogger("flusher")
@@ -87,10 +87,10 @@ def decode_entries(entries: list[Entry]) -> tuple[list[Decoded], list[Undecodabl
 
 
 class Flusher:
-    def __init__(self, config: FlusherConfig, reader: GroupReader, store: PurchaseStore) -> None:
+    def __init__(self, config: FlusherConfig, reader: GroupReader, writer: LedgerWriter) -> None:
         self.config = config
         self.reader = reader
-        self.store = store
+        self.writer = writer
         self.stats = FlusherStats()
         self.last_committed_entry_id: str | None = None
         self.redis_out_of_memory = False
@@ -132,7 +132,7 @@ class Flusher:
         failures = 0
         while True:
             try:
-                return await self.store.write(good, bad, before_commit)
+                return await self.writer.write(good, bad, before_commit)
             except DatabaseUnavailable as exc:
                 self.stats.store_retries += 1
                 if self._stopping.is_set():
@@ -226,7 +226,7 @@ class Flusher:
 
     async def maintain_partitions(self) -> None:
         """Ledger partitions for the days ahead; the ones past the retention dropped."""
-        changes = await self.store.maintain_partitions(
+        changes = await self.writer.maintain_partitions(
             ahead_days=self.config.ledger_partitions_ahead_days,
             retention_days=self.config.ledger_retention_days,
         )
@@ -277,7 +277,7 @@ class Flusher:
         created = await self.reader.ensure_group()
         if created:
             log.info("created consumer group %s on %s", self.reader.group, self.reader.stream)
-        await self.store.connect()  # migrates
+        await self.writer.connect()  # migrates
         if self.reader.shard == 0:  # one worker per flusher process is enough
             await self.maintain_partitions()
 
@@ -384,7 +384,9 @@ class Flusher:
             reason,
             self.last_committed_entry_id,
         )
-        await self.store.record_incident(self.reader.consumer, reason, self.last_committed_entry_id)
+        await self.writer.record_incident(
+            self.reader.consumer, reason, self.last_committed_entry_id
+        )
         await self.reader.ensure_group()
 
     async def _sleep_unless_stopping(self, delay: float) -> None:

@@ -16,7 +16,7 @@ from core.migrate import migrate
 from core.settings import Settings
 from devstack.processes import free_port
 from flusher.errors import DatabaseUnavailable
-from flusher.store import PurchaseStore
+from flusher.ledger_writer import LedgerWriter
 from flusher.stream import GroupReader
 from flusher.worker import Flusher, decode_entries
 from tests.conftest import both_redis
@@ -67,7 +67,7 @@ async def test_a_batch_that_cannot_be_committed_is_not_acknowledged(
     down = Flusher(
         flusher.config,
         flusher.reader,
-        PurchaseStore(f"postgresql://postgres@127.0.0.1:{dead_port}/x", timeout_s=1),
+        LedgerWriter(f"postgresql://postgres@127.0.0.1:{dead_port}/x", timeout_s=1),
     )
     down.stop()  # so the write gives up at once instead of retrying
     with pytest.raises(DatabaseUnavailable):

@@ -45,7 +45,7 @@ from flusher.queries import (
 )
 
 BeforeCommit = Callable[[], Awaitable[object]] | None
-"""Run inside a batch's transaction right before its COMMIT (``PurchaseStore.write``)."""
+"""Run inside a batch's transaction right before its COMMIT (``LedgerWriter.write``)."""
 
 STAGING_COLUMNS: Final = (
     "seq",
@@ -115,7 +115,7 @@ def staging_record(seq: int, item: Decoded) -> tuple[object, ...]:
     )
 
 
-class PurchaseStore:
+class LedgerWriter:
     """One shard's writer: one connection, reopened when PostgreSQL comes back. One batch
     at a time. Rows naming a stream entry name ``shard`` with it (migration 006)."""
 
@@ -144,7 +144,7 @@ class PurchaseStore:
         self._command_timeout_s = command_timeout_s
         self._conn: asyncpg.Connection | None = None
         self.deadlocks_retried = 0
-        """Batches PostgreSQL aborted as deadlocked and this store wrote again."""
+        """Batches PostgreSQL aborted as deadlocked and this writer wrote again."""
         self.staged_after_conflict = 0
         """Batches the direct path found a stored transaction_id in, written again staged."""
 
