@@ -269,7 +269,10 @@ class Flusher:
 
     # -- loops ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def prepare(self) -> None:
+        """What comes before the first batch: refuse streams stranded above the shard count,
+        create the consumer group if it is missing, connect to PostgreSQL (migrating it),
+        maintain the ledger partitions. It starts nothing: ``run`` and ``drain`` call it."""
         if self.reader.shard == 0:  # one check per flusher process is enough
             stranded = await stranded_streams(self.reader.redis, self.config.stream_shards)
             if stranded:
@@ -300,7 +303,7 @@ class Flusher:
 
     async def drain(self) -> int:
         """Burst mode: own pending, idle ones of others, then new entries until none are left."""
-        await self.start()
+        await self.prepare()
         done = await self.finish_own_pending() + await self.reclaim_all()
         while entries := await self.reader.read(self.config.batch_size, None):
             done += await self.process(entries)
@@ -308,7 +311,7 @@ class Flusher:
 
     async def run(self) -> None:
         self.heartbeat.beat()
-        await self._retrying(self.start)
+        await self._retrying(self.prepare)
         await self._retrying(self.finish_own_pending)
         next_reclaim = next_trim = next_publish = 0.0
         next_partitions = time.monotonic() + self.config.ledger_maintenance_interval_s

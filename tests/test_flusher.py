@@ -61,7 +61,7 @@ async def test_a_batch_that_cannot_be_committed_is_not_acknowledged(
     client: HttpClient, flusher: Flusher, redis: Redis, settings: Settings
 ) -> None:
     await post_all(client, [purchase() for _ in range(5)])
-    await flusher.start()
+    await flusher.prepare()
     entries = await flusher.read_batch()
     dead_port = free_port()
     down = Flusher(
@@ -79,7 +79,7 @@ async def test_entries_are_acknowledged_only_after_they_are_committed(
     client: HttpClient, flusher: Flusher, redis: Redis, pg: asyncpg.Connection
 ) -> None:
     await post_all(client, [purchase() for _ in range(5)])
-    await flusher.start()
+    await flusher.prepare()
     entries = await flusher.read_batch()
     assert len(entries) == 5
     assert (await redis.xpending(STREAM, GROUP))["pending"] == 5
@@ -94,7 +94,7 @@ async def test_redelivered_entry_is_not_written_twice(
     client: HttpClient, flusher: Flusher, pg: asyncpg.Connection
 ) -> None:
     ids = await post_all(client, [purchase() for _ in range(20)])
-    await flusher.start()
+    await flusher.prepare()
     entries = await flusher.read_batch()
     await flusher.write_batch(*decode_entries(entries))  # committed, then "crashed" before XACK
 
@@ -172,7 +172,7 @@ async def test_trim_never_removes_an_unflushed_entry(
     client: HttpClient, flusher: Flusher, redis: Redis
 ) -> None:
     await post_all(client, [purchase() for _ in range(1000)])
-    await flusher.start()
+    await flusher.prepare()
     flushed: list[str] = []
     while len(flushed) < 600:
         entries = await flusher.reader.read(100, None)

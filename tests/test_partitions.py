@@ -73,7 +73,7 @@ async def test_partitions_exist_ahead_once_the_flusher_has_started(
         msgspec.structs.replace(settings, ledger_partitions_ahead_days=9)
     )
     try:
-        await flusher.start()
+        await flusher.prepare()
     finally:
         await close()
     today = await pg.fetchval(TODAY)
@@ -89,7 +89,7 @@ async def test_partitions_exist_ahead_once_the_flusher_has_started(
 async def test_a_row_beyond_the_last_partition_is_kept_and_moved_to_its_day_later(
     settings: Settings, pg: asyncpg.Connection, flusher: Flusher
 ) -> None:
-    await flusher.start()
+    await flusher.prepare()
     future_from = (await partitions(pg))["ledger_transfers_future"][0]
     assert future_from is not None
     day = future_from + 2 * DAY  # no partition of its own yet
@@ -135,7 +135,7 @@ INSERT INTO ledger_transfers (
 async def test_retention_drops_old_partitions_and_keeps_recent_ones(
     settings: Settings, pg: asyncpg.Connection, flusher: Flusher, redis: Redis
 ) -> None:
-    await flusher.start()
+    await flusher.prepare()
     today = await pg.fetchval(TODAY)
     old_day = today - 40 * DAY
     recent_day = today - 2 * DAY
