@@ -16,7 +16,7 @@ purchase. The shapes, each with its own batch statement:
   tests/upgrade/insert_6b597ba.sql and run by tests/upgrade/old_flushers.py, on its schema:
   migrations 001 to 007);
 - ``008``: a transaction row and one ledger row per purchase, each account numbered under
-  its totals row's lock (``flusher.store.PurchaseStore.write``, this release);
+  its totals row's lock (``flusher.ledger_writer.LedgerWriter.write``, this release);
 - ``008 + covering``: the same with the ledger's two indexes covering what a history
   page reads (``INCLUDE``), so that pages are index-only: what that would cost writes.
 
@@ -42,7 +42,7 @@ from bench.references import copy_reference, process_cpu
 from bench.writers import Purchase, bare_stack, purchases
 from core.events import PurchaseEvent
 from core.migrate import migrate
-from flusher.store import Decoded, PurchaseStore
+from flusher.ledger_writer import Decoded, LedgerWriter
 from tests.upgrade.old_flushers import RELEASE_6B597BA
 
 COVERING: Final = """
@@ -116,7 +116,7 @@ async def new_shape(dsn: str, pg_pid: int, work: Batches, covering: bool) -> dic
             await conn.execute(COVERING)
     finally:
         await conn.close()
-    store = PurchaseStore(dsn)
+    store = LedgerWriter(dsn)
     await store.connect()
     try:
 

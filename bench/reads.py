@@ -30,7 +30,7 @@ from bench.harness import save_result, serve_gateway, throwaway_stack, wrk_missi
 from bench.wrk import wrk_paths
 from core.events import PurchaseEvent
 from devstack.processes import stop_process
-from flusher.store import Decoded, PurchaseStore
+from flusher.ledger_writer import Decoded, LedgerWriter
 
 HERE = Path(__file__).resolve().parent
 BIG = "big-account"
@@ -38,7 +38,7 @@ BIG = "big-account"
 
 async def seed(dsn: str, entries: int, accounts: int) -> list[str]:
     """The big account buys from everyone; 200 others trade among themselves."""
-    store = PurchaseStore(dsn)
+    store = LedgerWriter(dsn)
     names = [f"acct-{i}" for i in range(accounts)]
     rng = random.Random(7)
     now_us = int(time.time() * 1_000_000) - entries * 1000

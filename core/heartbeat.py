@@ -32,8 +32,14 @@ class Heartbeat:
     @classmethod
     def for_settings(cls, settings: Settings, name: str) -> Heartbeat:
         """``name``'s file in the child's heartbeat folder; a no-op when there is none."""
-        path = Path(settings.heartbeat_dir) / name if settings.heartbeat_dir else None
-        return cls(path, min(1.0, settings.liveness_timeout_s / BEATS_PER_TIMEOUT))
+        return cls.in_folder(settings.heartbeat_dir, name, settings.liveness_timeout_s)
+
+    @classmethod
+    def in_folder(cls, folder: str, name: str, liveness_timeout_s: float) -> Heartbeat:
+        """``name``'s file in ``folder``; a no-op when ``folder`` is empty. For callers that
+        hold these two values rather than the whole Settings (the flusher's config)."""
+        path = Path(folder) / name if folder else None
+        return cls(path, min(1.0, liveness_timeout_s / BEATS_PER_TIMEOUT))
 
     @property
     def enabled(self) -> bool:

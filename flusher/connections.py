@@ -1,4 +1,4 @@
-"""Open the flusher's workers, each with its Redis client and PostgreSQL store."""
+"""Open the flusher's workers, each with its Redis client and PostgreSQL ledger writer."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ from redis.asyncio import Redis
 
 from core.redis_clients import flusher_client
 from core.settings import Settings
-from flusher.store import PurchaseStore
+from flusher.config import FlusherConfig
+from flusher.ledger_writer import LedgerWriter
 from flusher.stream import GroupReader
 from flusher.worker import Flusher
 
 Close = Callable[[], Awaitable[None]]
 
 
-def purchase_store(settings: Settings, shard: int = 0) -> PurchaseStore:
-    return PurchaseStore(
+def ledger_writer(settings: Settings, shard: int = 0) -> LedgerWriter:
+    return LedgerWriter(
         settings.database_url,
         shard=shard,
         command_timeout_s=settings.pg_command_timeout_s,
@@ -33,19 +34,20 @@ async def open_flushers(
     cluster client can fail with an AttributeError when concurrent tasks make it
     initialise or reconnect at the same time; seen in the failover test)."""
     clients: list[Redis] = []
-    stores: list[PurchaseStore] = []
+    writers: list[LedgerWriter] = []
     flushers: list[Flusher] = []
+    config = FlusherConfig.from_settings(settings)
     for shard in range(settings.stream_shards) if shards is None else shards:
         redis = flusher_client(settings)
-        store = purchase_store(settings, shard)
+        writer = ledger_writer(settings, shard)
         clients.append(redis)
-        stores.append(store)
+        writers.append(writer)
         reader = GroupReader(redis, settings.consumer_name, shard=shard)
-        flushers.append(Flusher(settings, reader, store))
+        flushers.append(Flusher(config, reader, writer))
 
     async def close() -> None:
-        for store in stores:
-            await store.close()
+        for writer in writers:
+            await writer.close()
         for redis in clients:
             await redis.aclose()
 

@@ -6,7 +6,9 @@ FlusherError
 │                        give it up, the entries stay pending and are delivered again
 └── StrandedEntries      unflushed entries above the shard count: refuse to start
 
-Redis unreachable (``REDIS_RETRYABLE``) is retried as redis-py raises it, not wrapped.
+What PostgreSQL raises that is worth retrying is named in ``core.pg_errors``
+(``PG_RETRYABLE``); the ledger writer turns it into DatabaseUnavailable. Redis unreachable
+(``REDIS_RETRYABLE``) is retried as redis-py raises it, not wrapped.
 
 Redis also refuses commands for a while without being unreachable: out of memory (OOM),
 a script running too long (BUSY), a failover or resharding under way (READONLY,
@@ -17,10 +19,8 @@ exiting, and acknowledges nothing meanwhile.
 
 from __future__ import annotations
 
-import asyncio
 import re
 
-import asyncpg
 from redis.exceptions import (
     BusyLoadingError,
     ClusterDownError,
@@ -73,21 +73,6 @@ class StrandedEntries(FlusherError):
             " --drain does it and exits), then lower it again."
         )
 
-
-PG_RETRYABLE: tuple[type[BaseException], ...] = (
-    OSError,  # refused, reset, unreachable
-    asyncio.TimeoutError,
-    asyncpg.InterfaceError,  # connection closed underneath us
-    # The protocol state machine confused by a server dying mid-operation (seen during a
-    # fast shutdown): a new connection is the cure, and batches are safe to write again.
-    asyncpg.exceptions.InternalClientError,
-    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
-    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutdown, cannot connect now
-    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections, disk full
-    asyncpg.exceptions.TransactionRollbackError,  # class 40: serialization failure, deadlock
-    asyncpg.exceptions.ReadOnlySQLTransactionError,  # 25006: a standby, mid-failover
-    asyncpg.exceptions.LockNotAvailableError,  # 55P03: lock_timeout
-)
 
 REDIS_RETRYABLE: tuple[type[BaseException], ...] = REDIS_UNREACHABLE
 """Unreachable, the cluster's "cannot be connected" included (core.redis_clients)."""

@@ -2,8 +2,8 @@
 row and one ledger row per purchase, numbered in both its accounts' sequences in stream
 order.
 
-The store's direct path COPYs these (flusher.store): the moves first, to lock the accounts
-and read their last numbers, then the rows numbered from those.
+The ledger writer's direct path COPYs these (flusher.ledger_writer): the moves first, to
+lock the accounts and read their last numbers, then the rows numbered from those.
 """
 
 from __future__ import annotations

@@ -18,10 +18,9 @@ from typing import Final
 import asyncpg
 
 from core.constants import PG_PARTITIONS_LOCK
+from flusher.queries import LOCK_PARTITIONS, MAINTAIN_PARTITIONS, SET_LOCK_TIMEOUT
 
 LOCK_TIMEOUT_MS: Final = 1000
-
-MAINTAIN: Final = "SELECT action, partition_name FROM ledger_maintain_partitions($1, $2)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +35,7 @@ async def maintain_partitions(
 ) -> list[PartitionChange]:
     """Raises asyncpg's LockNotAvailableError when the locks were not had in time."""
     async with conn.transaction():
-        await conn.execute("SELECT set_config('lock_timeout', $1, true)", str(LOCK_TIMEOUT_MS))
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", PG_PARTITIONS_LOCK)
-        rows = await conn.fetch(MAINTAIN, ahead_days, retention_days)
+        await conn.execute(SET_LOCK_TIMEOUT, str(LOCK_TIMEOUT_MS))
+        await conn.execute(LOCK_PARTITIONS, PG_PARTITIONS_LOCK)
+        rows = await conn.fetch(MAINTAIN_PARTITIONS, ahead_days, retention_days)
     return [PartitionChange(r["action"], r["partition_name"]) for r in rows]

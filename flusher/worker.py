@@ -25,8 +25,8 @@ from core.groups import is_missing_stream
 from core.heartbeat import Heartbeat
 from core.redis_clients import REDIS_UNAVAILABLE
 from core.replies import parse_id
-from core.settings import Settings
 from core.stranded import stranded_streams
+from flusher.config import FlusherConfig
 from flusher.errors import (
     REDIS_RETRYABLE,
     DatabaseUnavailable,
@@ -34,7 +34,7 @@ from flusher.errors import (
     StreamUnavailable,
     is_transient,
 )
-from flusher.store import Decoded, PurchaseStore, Undecodable, WriteResult
+from flusher.ledger_writer import Decoded, LedgerWriter, Undecodable, WriteResult
 from flusher.stream import Entry, GroupReader
 
 log = logging.getLogger("flusher")
@@ -87,10 +87,10 @@ def decode_entries(entries: list[Entry]) -> tuple[list[Decoded], list[Undecodabl
 
 
 class Flusher:
-    def __init__(self, settings: Settings, reader: GroupReader, store: PurchaseStore) -> None:
-        self.settings = settings
+    def __init__(self, config: FlusherConfig, reader: GroupReader, writer: LedgerWriter) -> None:
+        self.config = config
         self.reader = reader
-        self.store = store
+        self.writer = writer
         self.stats = FlusherStats()
         self.last_committed_entry_id: str | None = None
         self.redis_out_of_memory = False
@@ -99,7 +99,9 @@ class Flusher:
         self._summed: dict[str, int] = {}
         """How much of our counters the flushers' sums in Redis hold (core.flusher_stats)."""
         self._stopping = asyncio.Event()
-        self.heartbeat = Heartbeat.for_settings(settings, f"shard{reader.shard}")
+        self.heartbeat = Heartbeat.in_folder(
+            config.heartbeat_dir, f"shard{reader.shard}", config.liveness_timeout_s
+        )
         """Touched by this shard's loop as it goes round, and while it waits to retry: a
         flusher waiting for PostgreSQL or Redis to come back is alive, one stuck is not."""
 
@@ -111,8 +113,8 @@ class Flusher:
         transaction, fsync and XACK then carries many purchases instead of a handful, for
         at most that much more flush delay. A full batch, or our own pending entries, never
         wait."""
-        size, linger_ms = self.settings.batch_size, self.settings.batch_linger_ms
-        entries = await self.reader.read(size, self.settings.batch_wait_ms, pending=pending)
+        size, linger_ms = self.config.batch_size, self.config.batch_linger_ms
+        entries = await self.reader.read(size, self.config.batch_wait_ms, pending=pending)
         if pending or not entries or not linger_ms or len(entries) >= size:
             return entries
         await self._sleep_unless_stopping(linger_ms / 1000)
@@ -127,17 +129,18 @@ class Flusher:
         accounts skip the cache for the COMMIT and the release only, not for the batch's
         statements (and the wait for its accounts' locks) too."""
         before_commit = None if batch is None else partial(self.hold, batch)
-        delay = 0.05
+        failures = 0
         while True:
             try:
-                return await self.store.write(good, bad, before_commit)
+                return await self.writer.write(good, bad, before_commit)
             except DatabaseUnavailable as exc:
                 self.stats.store_retries += 1
                 if self._stopping.is_set():
                     raise
-                log.warning("store unavailable, retrying in %.2fs: %s", delay, exc)
-                await self._sleep_unless_stopping(delay)
-                delay = min(delay * 2, self.settings.pg_retry_max_s)
+                failures += 1
+                delay_s = self.config.backoff.delay(failures)
+                log.warning("store unavailable, retrying in %.2fs: %s", delay_s, exc)
+                await self._sleep_unless_stopping(delay_s)
 
     async def hold(self, batch: BatchHold) -> None:
         """Before the commit: hold the batch's accounts' cached reads (core/cache_version).
@@ -148,7 +151,7 @@ class Flusher:
         memory again, so that trimming gives the memory back."""
         held = await self._retry_redis(
             "holding cached reads",
-            partial(batch.hold, self.reader.redis, self.settings.cache_ttl_s),
+            partial(batch.hold, self.reader.redis, self.config.cache_ttl_s),
         )
         self._memory_short(not held, "Redis refuses writes for memory")
 
@@ -160,7 +163,7 @@ class Flusher:
                 "%s: committing, invalidating and acknowledging anyway, and trimming"
                 " acknowledged entries without the %ss retention until it has memory again",
                 why,
-                self.settings.stream_retain_s,
+                self.config.stream_retain_s,
             )
         elif not short and self.redis_out_of_memory:
             log.info("Redis has memory again: the stream retention applies again")
@@ -186,7 +189,7 @@ class Flusher:
     async def _retry_redis(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
         """``step()``, retried with backoff while Redis is unreachable or refusing for a
         while; StreamUnavailable once stopping (the entries stay pending, delivered again)."""
-        delay = 0.05
+        failures = 0
         while True:
             try:
                 return await step()
@@ -196,14 +199,13 @@ class Flusher:
                 self.stats.stream_retries += 1
                 if self._stopping.is_set():
                     raise StreamUnavailable(f"{what} failed while stopping") from exc
-                log.warning("%s failed, retrying in %.2fs: %r", what, delay, exc)
-                await self._sleep_unless_stopping(delay)
-                delay = min(delay * 2, self.settings.pg_retry_max_s)
+                failures += 1
+                delay_s = self.config.backoff.delay(failures)
+                log.warning("%s failed, retrying in %.2fs: %r", what, delay_s, exc)
+                await self._sleep_unless_stopping(delay_s)
 
     async def reclaim_idle(self) -> list[Entry]:
-        entries = await self.reader.claim_idle(
-            self.settings.claim_idle_ms, self.settings.batch_size
-        )
+        entries = await self.reader.claim_idle(self.config.claim_idle_ms, self.config.batch_size)
         self.stats.reclaimed += len(entries)
         return entries
 
@@ -218,20 +220,20 @@ class Flusher:
         if self.redis_out_of_memory:
             trimmed = await self.reader.trim(0.0, unlimited=True)
         else:
-            trimmed = await self.reader.trim(self.settings.stream_retain_s)
+            trimmed = await self.reader.trim(self.config.stream_retain_s)
         self.stats.trimmed += trimmed
         return trimmed
 
     async def maintain_partitions(self) -> None:
         """Ledger partitions for the days ahead; the ones past the retention dropped."""
-        changes = await self.store.maintain_partitions(
-            ahead_days=self.settings.ledger_partitions_ahead_days,
-            retention_days=self.settings.ledger_retention_days,
+        changes = await self.writer.maintain_partitions(
+            ahead_days=self.config.ledger_partitions_ahead_days,
+            retention_days=self.config.ledger_retention_days,
         )
         if changes is None:
             log.warning(
                 "ledger partition maintenance skipped: lock not available; retrying in %.0fs",
-                self.settings.ledger_maintenance_interval_s,
+                self.config.ledger_maintenance_interval_s,
             )
             return
         for change in changes:
@@ -267,15 +269,18 @@ class Flusher:
 
     # -- loops ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def prepare(self) -> None:
+        """What comes before the first batch: refuse streams stranded above the shard count,
+        create the consumer group if it is missing, connect to PostgreSQL (migrating it),
+        maintain the ledger partitions. It starts nothing: ``run`` and ``drain`` call it."""
         if self.reader.shard == 0:  # one check per flusher process is enough
-            stranded = await stranded_streams(self.reader.redis, self.settings.stream_shards)
+            stranded = await stranded_streams(self.reader.redis, self.config.stream_shards)
             if stranded:
-                raise StrandedEntries(self.settings.stream_shards, stranded)
+                raise StrandedEntries(self.config.stream_shards, stranded)
         created = await self.reader.ensure_group()
         if created:
             log.info("created consumer group %s on %s", self.reader.group, self.reader.stream)
-        await self.store.connect()  # migrates
+        await self.writer.connect()  # migrates
         if self.reader.shard == 0:  # one worker per flusher process is enough
             await self.maintain_partitions()
 
@@ -298,33 +303,33 @@ class Flusher:
 
     async def drain(self) -> int:
         """Burst mode: own pending, idle ones of others, then new entries until none are left."""
-        await self.start()
+        await self.prepare()
         done = await self.finish_own_pending() + await self.reclaim_all()
-        while entries := await self.reader.read(self.settings.batch_size, None):
+        while entries := await self.reader.read(self.config.batch_size, None):
             done += await self.process(entries)
         return done
 
     async def run(self) -> None:
         self.heartbeat.beat()
-        await self._retrying(self.start)
+        await self._retrying(self.prepare)
         await self._retrying(self.finish_own_pending)
         next_reclaim = next_trim = next_publish = 0.0
-        next_partitions = time.monotonic() + self.settings.ledger_maintenance_interval_s
+        next_partitions = time.monotonic() + self.config.ledger_maintenance_interval_s
         while not self._stopping.is_set():
             self.heartbeat.beat()
             now = time.monotonic()
             if now >= next_partitions and self.reader.shard == 0:
                 await self._retrying(self.maintain_partitions)
-                next_partitions = now + self.settings.ledger_maintenance_interval_s
+                next_partitions = now + self.config.ledger_maintenance_interval_s
             if now >= next_publish:
                 await self._retrying(self.publish_stats)
                 next_publish = now + 1.0
             if now >= next_reclaim:
                 await self._retrying(self.reclaim_all)
-                next_reclaim = now + self.settings.reclaim_interval_s
+                next_reclaim = now + self.config.reclaim_interval_s
             if now >= next_trim:
                 await self._retrying(self.trim)
-                next_trim = now + self.settings.trim_interval_s
+                next_trim = now + self.config.trim_interval_s
             await self._retrying(self._read_and_process)
 
     async def _read_and_process(self) -> None:
@@ -336,9 +341,10 @@ class Flusher:
         A missing stream or group becomes the next step: recovering from it can meet
         Redis or PostgreSQL away too, and is retried the same way.
         """
-        delay = 0.05
+        failures = 0
         while not self._stopping.is_set():
             self.heartbeat.beat()
+            delay_s = self.config.backoff.delay(failures + 1)
             try:
                 await step()
                 return
@@ -353,15 +359,15 @@ class Flusher:
                     raise
                 self.stats.stream_retries += 1
                 log.warning(
-                    "Redis refused (%s: %s), retrying in %.2fs", type(exc).__name__, exc, delay
+                    "Redis refused (%s: %s), retrying in %.2fs", type(exc).__name__, exc, delay_s
                 )
             except RETRYABLE as exc:
                 if self._stopping.is_set():
                     return
                 self.stats.stream_retries += not isinstance(exc, DatabaseUnavailable)
-                log.warning("%s, retrying in %.2fs", exc, delay)
-            await self._sleep_unless_stopping(delay)
-            delay = min(delay * 2, self.settings.pg_retry_max_s)
+                log.warning("%s, retrying in %.2fs", exc, delay_s)
+            failures += 1
+            await self._sleep_unless_stopping(delay_s)
 
     async def recover_missing_stream(
         self, reason: str, then: Callable[[], Awaitable[object]] | None = None
@@ -381,7 +387,9 @@ class Flusher:
             reason,
             self.last_committed_entry_id,
         )
-        await self.store.record_incident(self.reader.consumer, reason, self.last_committed_entry_id)
+        await self.writer.record_incident(
+            self.reader.consumer, reason, self.last_committed_entry_id
+        )
         await self.reader.ensure_group()
 
     async def _sleep_unless_stopping(self, delay: float) -> None:
@@ -414,7 +422,7 @@ class Flusher:
             self.reader.redis,
             self.name,
             st,
-            shards=self.settings.stream_shards,
+            shards=self.config.stream_shards,
             summed=self._summed,
         )
 

@@ -78,7 +78,7 @@ async def test_an_old_backlog_that_is_draining_does_not_refuse_purchases(
         assert (await strict.post("/purchase", json=purchase())).status_code == 200
     await wait_for_status(strict, 503)  # old, and nobody flushing: refused
 
-    await flusher.start()
+    await flusher.prepare()
     draining = asyncio.get_running_loop().create_task(drain_slowly(flusher, 0.4))
     answers: list[int] = []
     ages: list[float] = []
@@ -109,7 +109,7 @@ async def test_a_long_stream_refuses_purchases_even_while_draining_until_trimmed
     replies = await asyncio.gather(*(strict.post("/purchase", json=purchase()) for _ in range(41)))
     assert {r.status_code for r in replies} == {200}
     await wait_for_status(strict, 503)
-    await flusher.start()
+    await flusher.prepare()
     await drain_slowly(flusher, 0)  # the frontier moves, but memory is what the length guards
     refused = await strict.post("/purchase", json=purchase())
     assert refused.status_code == 503

@@ -16,7 +16,7 @@ from core.migrate import migrate
 from core.settings import Settings
 from devstack.processes import free_port
 from flusher.errors import DatabaseUnavailable
-from flusher.store import PurchaseStore
+from flusher.ledger_writer import LedgerWriter
 from flusher.stream import GroupReader
 from flusher.worker import Flusher, decode_entries
 from tests.conftest import both_redis
@@ -61,13 +61,13 @@ async def test_a_batch_that_cannot_be_committed_is_not_acknowledged(
     client: HttpClient, flusher: Flusher, redis: Redis, settings: Settings
 ) -> None:
     await post_all(client, [purchase() for _ in range(5)])
-    await flusher.start()
+    await flusher.prepare()
     entries = await flusher.read_batch()
     dead_port = free_port()
     down = Flusher(
-        flusher.settings,
+        flusher.config,
         flusher.reader,
-        PurchaseStore(f"postgresql://postgres@127.0.0.1:{dead_port}/x", timeout_s=1),
+        LedgerWriter(f"postgresql://postgres@127.0.0.1:{dead_port}/x", timeout_s=1),
     )
     down.stop()  # so the write gives up at once instead of retrying
     with pytest.raises(DatabaseUnavailable):
@@ -79,7 +79,7 @@ async def test_entries_are_acknowledged_only_after_they_are_committed(
     client: HttpClient, flusher: Flusher, redis: Redis, pg: asyncpg.Connection
 ) -> None:
     await post_all(client, [purchase() for _ in range(5)])
-    await flusher.start()
+    await flusher.prepare()
     entries = await flusher.read_batch()
     assert len(entries) == 5
     assert (await redis.xpending(STREAM, GROUP))["pending"] == 5
@@ -94,7 +94,7 @@ async def test_redelivered_entry_is_not_written_twice(
     client: HttpClient, flusher: Flusher, pg: asyncpg.Connection
 ) -> None:
     ids = await post_all(client, [purchase() for _ in range(20)])
-    await flusher.start()
+    await flusher.prepare()
     entries = await flusher.read_batch()
     await flusher.write_batch(*decode_entries(entries))  # committed, then "crashed" before XACK
 
@@ -147,7 +147,7 @@ async def test_entries_left_pending_by_a_dead_consumer_are_reclaimed(
     ids = await post_all(client, [purchase() for _ in range(30)])
     dead = GroupReader(redis, "dead-consumer")
     assert len(await dead.read(100, None)) == 30  # delivered to a consumer that then died
-    await asyncio.sleep(flusher.settings.claim_idle_ms / 1000 + 0.1)
+    await asyncio.sleep(flusher.config.claim_idle_ms / 1000 + 0.1)
 
     assert await flusher.drain() == 30
     assert flusher.stats.reclaimed == 30
@@ -172,7 +172,7 @@ async def test_trim_never_removes_an_unflushed_entry(
     client: HttpClient, flusher: Flusher, redis: Redis
 ) -> None:
     await post_all(client, [purchase() for _ in range(1000)])
-    await flusher.start()
+    await flusher.prepare()
     flushed: list[str] = []
     while len(flushed) < 600:
         entries = await flusher.reader.read(100, None)
@@ -252,7 +252,7 @@ async def test_pending_entry_deleted_from_the_stream_is_dead_lettered_not_lost_t
     await post_all(client, [purchase() for _ in range(3)])
     [(gone, _), *_] = await GroupReader(redis, "dead-consumer").read(10, None)
     await redis.xdel(STREAM, gone)
-    await asyncio.sleep(flusher.settings.claim_idle_ms / 1000 + 0.1)
+    await asyncio.sleep(flusher.config.claim_idle_ms / 1000 + 0.1)
 
     assert await flusher.drain() == 3
     assert await pg.fetchval("SELECT count(*) FROM transactions") == 2

@@ -5,10 +5,10 @@ meanwhile. That the memory then comes back under load is in tests/test_faults.py
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import asyncpg
-import msgspec
 from redis.asyncio import Redis
 
 from core.constants import GROUP, STREAM
@@ -80,7 +80,7 @@ def test_redis_refusals_that_pass_are_told_from_the_ones_that_do_not() -> None:
 async def test_a_redis_near_its_memory_limit_gets_every_flushed_entry_trimmed_at_once(
     flusher: Flusher, redis: Redis
 ) -> None:
-    flusher.settings = msgspec.structs.replace(flusher.settings, stream_retain_s=3600)
+    flusher.config = dataclasses.replace(flusher.config, stream_retain_s=3600)
     now_ms = int(time.time() * 1000)
     pipe = redis.pipeline(transaction=False)
     for i in range(25_000):

@@ -25,7 +25,7 @@ import pytest
 
 from core.events import PurchaseEvent
 from core.settings import Settings
-from flusher.store import Decoded, PurchaseStore
+from flusher.ledger_writer import Decoded, LedgerWriter
 from gateway.reads.history import HistoryReader
 from ops.reconcile import ACCOUNTS_BROKEN, LEDGER_BROKEN
 
@@ -82,17 +82,17 @@ async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
 
 @dataclass
 class FlusherLedger:
-    """The flusher's store: one PurchaseStore (one connection) per writer, each batch held
+    """The flusher's store: one LedgerWriter (one connection) per writer, each batch held
     open right before its COMMIT until told to commit."""
 
     settings: Settings
     watcher: asyncpg.Connection
-    writers: dict[str, tuple[PurchaseStore, asyncio.Event, asyncio.Task[object]]] = field(
+    writers: dict[str, tuple[LedgerWriter, asyncio.Event, asyncio.Task[object]]] = field(
         default_factory=dict
     )
 
     async def begin(self, tx: str, counterparty: str) -> None:
-        store = PurchaseStore(self.settings.database_url)
+        store = LedgerWriter(self.settings.database_url)
         conn = await store.connect()
         pid = conn.get_server_pid()
         release, reached = asyncio.Event(), asyncio.Event()
@@ -211,7 +211,7 @@ async def test_a_batch_holding_a_stored_purchase_is_written_staged_and_numbered_
 ) -> None:
     """A batch is COPYed straight in when every transaction_id is new; one already stored
     (a redelivery) aborts that, and the batch goes through the staging table instead."""
-    store = PurchaseStore(settings.database_url)
+    store = LedgerWriter(settings.database_url)
     try:
         first = [
             Decoded("1-0", event("st-1", HOT, "shop")),
@@ -260,7 +260,7 @@ class Soak:
         return event(f"soak-{self.counter}", buyer, seller, amount=self.rng.randrange(1, 1000))
 
 
-async def soak_writer(soak: Soak, store: PurchaseStore, name: str) -> None:
+async def soak_writer(soak: Soak, store: LedgerWriter, name: str) -> None:
     done: list[Decoded] = []
     while time.monotonic() < soak.stop_at:
         batch = [
@@ -310,7 +310,7 @@ async def test_four_writers_and_two_readers_keep_every_account_in_order(
     settings: Settings, pg: asyncpg.Connection
 ) -> None:
     soak = Soak(stop_at=time.monotonic() + SOAK_S, rng=random.Random(20261203))
-    stores = [PurchaseStore(settings.database_url) for _ in range(4)]
+    stores = [LedgerWriter(settings.database_url) for _ in range(4)]
     try:
         await asyncio.gather(
             *(soak_writer(soak, store, f"w{i}") for i, store in enumerate(stores)),

@@ -17,7 +17,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from core.settings import Settings
-from flusher.store import PurchaseStore
+from flusher.ledger_writer import LedgerWriter
 from flusher.worker import Flusher
 from gateway.reads.history import HistoryReader
 from gateway.reads.queries import HISTORY_AFTER, HISTORY_FIRST
@@ -74,7 +74,7 @@ async def test_partitions_exist_ahead_once_the_flusher_has_started(
         msgspec.structs.replace(settings, ledger_partitions_ahead_days=9)
     )
     try:
-        await flusher.start()
+        await flusher.prepare()
     finally:
         await close()
     today = await pg.fetchval(TODAY)
@@ -90,7 +90,7 @@ async def test_partitions_exist_ahead_once_the_flusher_has_started(
 async def test_a_row_beyond_the_last_partition_is_kept_and_moved_to_its_day_later(
     settings: Settings, pg: asyncpg.Connection, flusher: Flusher
 ) -> None:
-    await flusher.start()
+    await flusher.prepare()
     future_from = (await partitions(pg))["ledger_transfers_future"][0]
     assert future_from is not None
     day = future_from + 2 * DAY  # no partition of its own yet
@@ -104,7 +104,7 @@ async def test_a_row_beyond_the_last_partition_is_kept_and_moved_to_its_day_late
 
         today = await pg.fetchval(TODAY)
         ahead = (day - today) // DAY
-        store = PurchaseStore(settings.database_url)
+        store = LedgerWriter(settings.database_url)
         try:
             changes = await store.maintain_partitions(ahead_days=ahead, retention_days=0)
         finally:
@@ -136,7 +136,7 @@ INSERT INTO ledger_transfers (
 async def test_retention_drops_old_partitions_and_keeps_recent_ones(
     settings: Settings, pg: asyncpg.Connection, flusher: Flusher, redis: Redis
 ) -> None:
-    await flusher.start()
+    await flusher.prepare()
     today = await pg.fetchval(TODAY)
     old_day = today - 40 * DAY
     recent_day = today - 2 * DAY
@@ -146,7 +146,7 @@ async def test_retention_drops_old_partitions_and_keeps_recent_ones(
     await pg.execute(INSERT_ROWS, "recent", "olga", recent_day, 3, 4)
     await pg.execute(OLD_PURCHASE, "old-purchase", old_day + timedelta(hours=1))
 
-    store = PurchaseStore(settings.database_url)
+    store = LedgerWriter(settings.database_url)
     try:
         changes = await store.maintain_partitions(ahead_days=1, retention_days=30)
         again = await store.maintain_partitions(ahead_days=1, retention_days=30)
@@ -276,7 +276,7 @@ async def test_a_later_page_skips_newer_partitions_and_leaves_older_ones_unread(
 async def test_flushers_starting_together_make_each_day_once(
     settings: Settings, pg: asyncpg.Connection
 ) -> None:
-    stores = [PurchaseStore(settings.database_url) for _ in range(3)]
+    stores = [LedgerWriter(settings.database_url) for _ in range(3)]
     try:
         ahead = 60 + (await pg.fetchval("SELECT count(*) FROM ledger_partitions"))
         runs = await asyncio.gather(

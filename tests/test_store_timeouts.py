@@ -14,7 +14,7 @@ from core.constants import PG_MIGRATION_LOCK
 from core.entries import decode
 from core.settings import Settings
 from flusher.errors import DatabaseUnavailable
-from flusher.store import Decoded, PurchaseStore
+from flusher.ledger_writer import Decoded, LedgerWriter
 from tests.helpers import stream_entry
 
 TIMEOUT_S = 0.2
@@ -30,7 +30,7 @@ LOCKING_BUYER: Final = (
     "INSERT INTO account_totals (account) VALUES ('buyer')"
     " ON CONFLICT (account) DO UPDATE SET account = EXCLUDED.account WHERE false"
 )
-"""What a batch holds on one of its accounts (flusher.store.LOCK_ACCOUNTS)."""
+"""What a batch holds on one of its accounts (flusher.queries.LOCK_ACCOUNTS)."""
 
 
 def as_read(fields: dict[Any, Any]) -> dict[bytes, bytes]:
@@ -66,7 +66,7 @@ async def held(settings: Settings, statement: str, seconds: float) -> asyncio.Ta
 async def test_migrating_outlasts_the_batch_transaction_timeout(
     settings: Settings, pg: asyncpg.Connection
 ) -> None:
-    store = PurchaseStore(settings.database_url, transaction_timeout_s=TIMEOUT_S)
+    store = LedgerWriter(settings.database_url, transaction_timeout_s=TIMEOUT_S)
     holder = await held(settings, MIGRATING, HELD_S)  # another flusher migrating
     started = time.monotonic()
     try:
@@ -80,7 +80,7 @@ async def test_migrating_outlasts_the_batch_transaction_timeout(
 async def test_partition_maintenance_outlasts_the_batch_transaction_timeout(
     settings: Settings, pg: asyncpg.Connection
 ) -> None:
-    store = PurchaseStore(settings.database_url, transaction_timeout_s=TIMEOUT_S)
+    store = LedgerWriter(settings.database_url, transaction_timeout_s=TIMEOUT_S)
     await store.connect()
     holder = await held(settings, WRITING, HELD_S)  # a batch committing
     try:
@@ -94,7 +94,7 @@ async def test_partition_maintenance_outlasts_the_batch_transaction_timeout(
 async def test_a_batch_transaction_is_still_bounded(
     settings: Settings, pg: asyncpg.Connection
 ) -> None:
-    store = PurchaseStore(settings.database_url, transaction_timeout_s=TIMEOUT_S)
+    store = LedgerWriter(settings.database_url, transaction_timeout_s=TIMEOUT_S)
     await store.connect()
     # A flusher frozen holding a lock on an account of this batch.
     holder = await held(settings, LOCKING_BUYER, 3)

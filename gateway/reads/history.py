@@ -9,6 +9,7 @@ from typing import Any, TypeVar, cast
 
 import asyncpg
 
+from core.pg_errors import PG_RETRYABLE
 from gateway.api.schemas import (
     AccountSummary,
     CustomerReceipt,
@@ -24,16 +25,6 @@ T = TypeVar("T")
 
 HistoryKey = tuple[datetime, int]
 """Where an entry sorts in an account's history: (recorded_at, its number in the account)."""
-
-_UNAVAILABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    asyncpg.exceptions.InternalClientError,
-)
 
 
 class HistoryReader:
@@ -56,7 +47,7 @@ class HistoryReader:
         if self._pool is None:
             try:
                 await self.open()
-            except _UNAVAILABLE as exc:
+            except PG_RETRYABLE as exc:
                 raise HistoryUnavailable(
                     f"history store unavailable: {type(exc).__name__}"
                 ) from exc
@@ -64,7 +55,7 @@ class HistoryReader:
         self.queries += 1
         try:
             return await call(self._pool)
-        except _UNAVAILABLE as exc:
+        except PG_RETRYABLE as exc:
             raise HistoryUnavailable(f"history store unavailable: {type(exc).__name__}") from exc
 
     async def with_connection(self, use: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:

@@ -21,7 +21,8 @@ from redis.asyncio import Redis
 from core.constants import GROUP, stream_key
 from core.entries import decode
 from core.migrate import migration_files
-from flusher.store import CREATE_STAGING, STAGING_COLUMNS, Decoded, staging_record
+from flusher.ledger_writer import STAGING_COLUMNS, Decoded, staging_record
+from flusher.queries import CREATE_STAGING
 
 HERE: Final = Path(__file__).parent
 
