@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install run test lint format clean reconcile trace stream bench bench-quick bench-soak bench-ack-modes bench-reads bench-cluster bench-console bench-footprint bench-writers bench-ledger-shapes
+.PHONY: install run test test-unit test-integration test-system lint format clean reconcile trace stream bench bench-quick bench-soak bench-ack-modes bench-reads bench-cluster bench-console bench-footprint bench-writers bench-ledger-shapes
 
 # `make run` needs the service and the embedded servers; tests, lint and benchmarks need
 # the development tools too. One virtualenv, two stamps.
@@ -26,8 +26,20 @@ install: $(DEV_STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/python -m devstack.run
 
+# Everything, as CI runs it. By kind: tests/unit (nothing running, seconds),
+# tests/integration (real Redis and PostgreSQL the suite starts), tests/system (the gateway
+# and flushers as processes, faults with real signals, the browser).
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: install
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+test-system: install
+	$(BIN)/python -m pytest tests/system $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from hashlib import blake2b
-from pathlib import Path
 from typing import Final
 
 import asyncpg
@@ -40,9 +39,9 @@ from tests.helpers import (
     v1_entry,
 )
 from tests.reconcile import assert_reconciles
-from tests.upgrade.old_flushers import RELEASE_6B597BA, RELEASE_943F4B2
+from tests.upgrade.old_flushers import HERE, RELEASE_6B597BA, RELEASE_943F4B2
 
-OLD_APPEND = (Path(__file__).parent / "upgrade" / "append_943f4b2.lua").read_text()
+OLD_APPEND = (HERE / "append_943f4b2.lua").read_text()
 
 
 def request(tx: str, amount: int = 20000) -> PurchaseRequest:

@@ -1,6 +1,6 @@
 """A Redis out of memory: the flusher keeps committing, invalidating and acknowledging with the
 commands Redis still takes, and no read is served a cached page that lacks committed rows
-meanwhile. That the memory then comes back under load is in tests/test_faults.py."""
+meanwhile. That the memory then comes back under load is in tests/system/test_faults.py."""
 
 from __future__ import annotations
 
@@ -50,30 +50,6 @@ async def test_a_batch_is_committed_invalidated_and_acknowledged_while_redis_is_
     await flusher.process(await flusher.read_batch())
     assert not flusher.redis_out_of_memory  # the retention applies again
     assert await history(client, "pia") == ["full-3", "full-2", "full-1"]
-
-
-def test_redis_refusals_that_pass_are_told_from_the_ones_that_do_not() -> None:
-    from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
-
-    from flusher.errors import is_transient
-
-    for error in (
-        OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
-        ReadOnlyError("You can't write against a read only replica."),
-        ResponseError("BUSY Redis is busy running a script."),
-        ResponseError("NOREPLICAS Not enough good replicas to write."),
-        ResponseError(  # Redis 6.2 wraps an error inside a script
-            "Error running script (call to f_0): @user_script:1: @user_script: 1:"
-            " -OOM command not allowed when used memory > 'maxmemory'."
-        ),
-    ):
-        assert is_transient(error), error
-    for error in (
-        ResponseError("BUSYGROUP Consumer Group name already exists"),
-        ResponseError("NOGROUP No such key 'x' or consumer group 'y'"),
-        ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
-    ):
-        assert not is_transient(error), error
 
 
 @both_redis

@@ -1,0 +1,2 @@
+"""Nothing running: pure functions, the router, the error map, the layering. `make test-unit`
+runs these in seconds."""
