@@ -56,6 +56,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_timeout_s: PositiveFloat = 2.0
     append_max_inflight: Positive = 4
     retry_after_s: Positive = 1
+    """Retry-After of every 503 the gateway answers (``gateway.api.errors``)."""
     idempotency_ttl_s: Positive = 900
     idempotency_legacy_keys: bool = True
     """Also honour 943f4b2's per-purchase idempotency keys (one GET more per purchase).
@@ -99,6 +100,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     trim_interval_s: PositiveFloat = 1.0
     stream_retain_s: Annotated[float, Meta(ge=0)] = 60.0
     pg_retry_max_s: PositiveFloat = 5.0
+    """The flusher's longest wait between retries, for PostgreSQL and Redis alike
+    (``flusher.retry.Backoff``); the name keeps its PG for the deployments that set it."""
     pg_command_timeout_s: PositiveFloat = 60.0
     pg_transaction_timeout_s: PositiveFloat = 30.0
     shutdown_grace_s: PositiveFloat = 10.0
