@@ -15,7 +15,7 @@ from core.settings import Settings
 from flusher.worker import Flusher
 from tests.conftest import both_redis, env_for
 from tests.helpers import Gateway, HttpClient, purchase, samples, serving
-from tests.test_trace import trace as make_trace
+from tests.system.test_trace import trace as make_trace
 
 
 async def metric(client: HttpClient, name: str) -> float:

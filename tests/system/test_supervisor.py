@@ -28,8 +28,8 @@ from devstack.processes import free_port
 from devstack.supervisor import Child, CrashLoop, RestartPolicy, Supervisor, process_child
 from tests.helpers import ROOT, HttpClient, purchase
 from tests.reconcile import assert_exactly_once, matrix_row
-from tests.test_faults import Load
-from tests.test_port_guard import run_to_exit, runner_env
+from tests.system.test_faults import Load
+from tests.system.test_port_guard import run_to_exit, runner_env
 
 
 class Runner:
