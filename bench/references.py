@@ -1,6 +1,6 @@
 """The least a stage can cost, measured on the same servers in the same run.
 
-- Redis: the append script (``gateway/append.lua``: idempotency check, XADD, idempotency
+- Redis: the append script (``gateway/ingest/append.lua``: idempotency check, XADD, idempotency
   record per purchase) against a pipelined plain ``XADD`` of the same entry, both in batches as the
   gateway sends them; Redis's own CPU per entry, from INFO CPU.
 - PostgreSQL: a bare ``COPY`` of one row per purchase, in transactions of the flusher's

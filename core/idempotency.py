@@ -1,6 +1,6 @@
 """The idempotency record: what makes a retried purchase safe, written and read here only.
 
-For each accepted purchase ``gateway/append.lua`` stores a record in a hash per time bucket
+For each accepted purchase ``gateway/ingest/append.lua`` stores a record in a hash per time bucket
 (``core.constants.idempotency_bucket``, same hash tag as its shard's stream): the field is
 the transaction_id, the value ``fingerprint + entry id``, 8 raw bytes of a hash of the
 canonical request then the stream entry holding it. A whole bucket expires at once, so a
