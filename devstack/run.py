@@ -20,12 +20,13 @@ import sys
 import time
 from pathlib import Path
 
+from core.migrate import migrate_url
 from core.port_guard import PortInUse, ensure_port_free
 from core.settings import Settings, env_name, redact
 from devstack.data_lock import DataDirInUse, DataLock
 from devstack.liveness import Liveness
 from devstack.processes import port_accepts
-from devstack.stack import EmbeddedStack, migrate_url
+from devstack.stack import EmbeddedStack
 from devstack.supervisor import (
     RestartPolicy,
     Server,

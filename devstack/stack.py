@@ -11,9 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncpg
-
-from core.migrate import migrate
+from core.migrate import migrate_url
 from devstack.postgres_server import PostgresServer
 from devstack.processes import free_port
 from devstack.redis_server import DEFAULT_REDIS_VERSION, RedisServer, RedisVersion
@@ -72,11 +70,3 @@ class EmbeddedStack:
         """Stop whatever was started; safe to call more than once."""
         self.postgres.stop()
         self.redis.stop()
-
-
-async def migrate_url(dsn: str) -> list[str]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await migrate(conn)
-    finally:
-        await conn.close()
