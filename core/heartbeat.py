@@ -9,11 +9,15 @@ than ``Settings.liveness_timeout_s`` (``devstack.liveness``).
 The file is touched from the event loop's own work, never from a thread: a thread would go
 on beating while the loop it vouches for is stuck. Touching is throttled to one ``utime``
 per ``interval_s``, so calling ``beat`` on every turn of a loop costs a clock read.
+
+`python -m core.heartbeat` reads the files instead of a supervisor: a container healthcheck
+for a process with no HTTP server to ask (the flusher in docker-compose.yml).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -66,3 +70,37 @@ class Heartbeat:
     def remove(self) -> None:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+
+
+def stale(folder: Path, max_age_s: float) -> str | None:
+    """Why the beats in ``folder`` do not vouch for its process (none written yet, or one
+    older than ``max_age_s``), or None when every one is fresh."""
+    now = time.time()
+    try:
+        ages = {path.name: now - path.stat().st_mtime for path in folder.iterdir()}
+    except FileNotFoundError:
+        return f"no heartbeat folder {folder}"
+    if not ages:
+        return f"no heartbeat in {folder} yet"
+    name, age = max(ages.items(), key=lambda item: item[1])
+    if age > max_age_s:
+        return f"no heartbeat from {name} for {age:.1f} s (limit {max_age_s:g} s)"
+    return None
+
+
+def main() -> int:
+    """0 while every file in MONOKERA_HEARTBEAT_DIR is younger than
+    MONOKERA_LIVENESS_TIMEOUT_S, else 1 (a healthcheck's "unhealthy") with the reason."""
+    settings = Settings.for_command("python -m core.heartbeat")
+    if not settings.heartbeat_dir:
+        print("MONOKERA_HEARTBEAT_DIR is not set: no heartbeat to check", file=sys.stderr)
+        return 1
+    reason = stale(Path(settings.heartbeat_dir), settings.liveness_timeout_s)
+    if reason is not None:
+        print(reason, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
