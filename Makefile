@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: install lock run test test-unit test-integration test-system lint format clean reconcile trace stream bench bench-quick bench-soak bench-ack-modes bench-reads bench-cluster bench-console bench-footprint bench-writers bench-ledger-shapes
+.PHONY: install install-bench lock run test test-unit test-integration test-system lint format clean reconcile trace stream bench bench-quick bench-soak bench-ack-modes bench-reads bench-cluster bench-console bench-footprint bench-writers bench-ledger-shapes
 
 # Every install comes from a lock in requirements/ (exact versions, each file's hash), never
 # from pyproject.toml's ranges; the project itself goes in editable, without dependencies.
@@ -32,6 +32,9 @@ $(BENCH_STAMP): $(DEV_STAMP) requirements/bench.txt
 	@touch $(BENCH_STAMP)
 
 install: $(DEV_STAMP)
+
+# The bench tools too (k6, py-spy, matplotlib), for running bench/ modules by hand.
+install-bench: $(BENCH_STAMP)
 
 # The locks again, from pyproject.toml's ranges and requirements/build.in: one resolution
 # for every Python >= 3.11 and platform (markers), each pin kept unless a range now excludes
