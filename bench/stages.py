@@ -1,4 +1,4 @@
-"""The stage table of issue 12: each stage against the least it can cost, in the same run.
+"""The stage table: each stage against the least it can cost, in the same run.
 
 A row is a measured figure, its reference measured in the same run, their ratio, and the
 target for that ratio. CPU figures are per purchase (or per request, per entry, per row),
@@ -20,7 +20,7 @@ class Stage:
     unit: str
     reference_name: str
     target: float | None
-    """The ratio the issue asks for; None: reported, no target."""
+    """The ratio aimed at; None: reported, no target."""
     at_least: bool = False
     """The target is a floor (ratio >= target), not a ceiling."""
 

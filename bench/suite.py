@@ -2,7 +2,7 @@
 
 On a throwaway embedded stack with production settings (no debug, no access log), every
 stage is measured against the least that stage can cost, in the same run, as CPU per
-purchase read from /proc (issue 12):
+purchase read from /proc:
 1. reference: the minimal ASGI app (``empty_asgi.py``) on the same Granian with the same
    options, wrk c64 POSTs (CPU per request, rate) and wrk c1 GETs (p50);
 2. peak: wrk c64 against the gateway, flusher stopped (gateway and Redis CPU per purchase);

@@ -1,6 +1,6 @@
 """The HTTP edge: a framework-free ASGI app that turns purchases into Redis stream entries.
 
-Grouped by role (README's architecture section; tests/unit/test_layering.py holds each room
+Grouped by role (docs/architecture.md; tests/unit/test_layering.py holds each room
 to the ones below it):
 
 - ``http/``: the HTTP machinery (ASGI types, Route and Router, responses, HTTP errors,

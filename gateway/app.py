@@ -108,7 +108,7 @@ class App:
 def tune_collector(threshold: int) -> None:
     """Each request leaves a few container objects (messages, futures, tuples) for a while;
     with Python's default generation-0 threshold of 700 that ran a collection every ~40
-    purchases, 6 to 10 µs of CPU per purchase under load (bench/README.md). Startup's objects
+    purchases, 6 to 10 µs of CPU per purchase under load (bench/history.md). Startup's objects
     (modules, services) never become garbage: frozen, no collection walks them again."""
     gc.freeze()
     if threshold:

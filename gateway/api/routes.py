@@ -160,7 +160,8 @@ ROUTES: Final = (
         "/metrics",
         "metrics",
         "metrics",
-        "Prometheus text exposition of this worker's counters",
+        "Prometheus text: every worker's counters of this gateway (label worker), the backlog,"
+        " the flushers' figures",
         {200: ResponseSpec("The metrics", "text/plain")},
     ),
     Route(

@@ -82,7 +82,8 @@ class HistoryPage(msgspec.Struct):
     account: str
     entries: list[HistoryEntry]
     next_cursor: str | None
-    """Opaque; pass it back as ``cursor`` for the next, older page. None on the last page."""
+    """Opaque; pass it back as ``cursor`` for the next, older page. None when this page holds
+    fewer than ``limit`` entries (a full last page is followed by an empty one)."""
 
 
 class AccountSummary(msgspec.Struct):

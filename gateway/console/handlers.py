@@ -226,7 +226,7 @@ class ConsoleApi:
 
 
 def _durability(settings: Settings, config: dict[Any, Any] | None) -> Durability:
-    """The README's durability modes, named from what Redis and the settings say."""
+    """The durability modes of docs/guarantees.md, named from what Redis and the settings say."""
     values = {text(k): text(v) for k, v in (config or {}).items()}
     appendonly, appendfsync = values.get("appendonly"), values.get("appendfsync")
     replicas = settings.ack_replicas

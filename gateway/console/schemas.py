@@ -61,7 +61,7 @@ class Shards(msgspec.Struct):
 
 class Durability(msgspec.Struct):
     mode: str
-    """default, fsync, replicas, no-aof or unknown (the README's durability modes)."""
+    """default, fsync, replicas, no-aof or unknown (docs/guarantees.md's durability modes)."""
     detail: str
     appendonly: str | None
     appendfsync: str | None

@@ -5,7 +5,7 @@ The hot path (appends, cache reads) needs nothing of a client library but packin
 command and parsing a reply, and both are hiredis's C code. redis-py's asyncio pipeline
 adds a connection pool checkout, a pipeline object, Python-level packing per argument and
 a lock per round trip; on a 2-core box that shared overhead was a measurable part of each
-purchase's CPU (see bench/README.md). Here a command costs one ``pack_command``, one
+purchase's CPU (see bench/history.md). Here a command costs one ``pack_command``, one
 ``transport.write`` and one future.
 
 A connection that breaks or stops answering fails every command in flight with

@@ -17,7 +17,7 @@ How it is judged (``ShardReading.status``), and what /readyz makes of it:
   wrote them, or the count was lowered too early): degraded, still ready (200); this
   gateway is not the cause, and taking every gateway out would stop all purchases.
 - ``mismatch``: the live processes run with different counts, nothing unread (yet):
-  degraded, still ready; retries may miss their idempotency key (see the README).
+  degraded, still ready; retries may miss their idempotency record (docs/api.md).
 - ``unknown``: no flusher is alive (or Redis does not answer): not judged here; the
   backlog's backpressure covers a backlog that nobody drains.
 - ``ok``.
