@@ -30,7 +30,8 @@ from flusher.connections import Close, open_flushers
 from flusher.worker import Flusher
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED = ROOT / "tests" / "seed"  # copies of ../shared/seed: the wire contract we keep
+SEED = ROOT / "tests" / "seed"
+"""The original service's example request and response: the wire contract we keep."""
 
 _ids = itertools.count(1)
 
