@@ -16,6 +16,7 @@ for a process with no HTTP server to ask (the flusher in docker-compose.yml).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -72,20 +73,40 @@ class Heartbeat:
             self.path.unlink(missing_ok=True)
 
 
+def beat_ages(folder: Path) -> dict[str, float] | None:
+    """Each heartbeat file's age in seconds, by name; None when ``folder`` does not exist.
+    A file removed while the folder is read (its process stopping) is left out."""
+    now = time.time()
+    try:
+        paths = list(folder.iterdir())
+    except FileNotFoundError:
+        return None
+    ages: dict[str, float] = {}
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            ages[path.name] = now - path.stat().st_mtime
+    return ages
+
+
+def quiet(ages: dict[str, float], timeout_s: float) -> str | None:
+    """The oldest beat, when it is older than ``timeout_s``, said; None otherwise."""
+    if not ages:
+        return None
+    name, age = max(ages.items(), key=lambda item: item[1])
+    if age <= timeout_s:
+        return None
+    return f"no heartbeat from {name} for {age:.1f} s (timeout {timeout_s:g} s)"
+
+
 def stale(folder: Path, max_age_s: float) -> str | None:
     """Why the beats in ``folder`` do not vouch for its process (none written yet, or one
     older than ``max_age_s``), or None when every one is fresh."""
-    now = time.time()
-    try:
-        ages = {path.name: now - path.stat().st_mtime for path in folder.iterdir()}
-    except FileNotFoundError:
+    ages = beat_ages(folder)
+    if ages is None:
         return f"no heartbeat folder {folder}"
     if not ages:
         return f"no heartbeat in {folder} yet"
-    name, age = max(ages.items(), key=lambda item: item[1])
-    if age > max_age_s:
-        return f"no heartbeat from {name} for {age:.1f} s (limit {max_age_s:g} s)"
-    return None
+    return quiet(ages, max_age_s)
 
 
 def main() -> int:

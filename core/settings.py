@@ -222,17 +222,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def as_env(self) -> dict[str, str]:
         """The settings as environment variables, for child processes."""
-        out: dict[str, str] = {}
-        for field in msgspec.structs.fields(self):
-            value = getattr(self, field.name)
-            out[env_name(field.name)] = (
-                str(value).lower() if isinstance(value, bool) else str(value)
-            )
-        return out
+        return {
+            env_name(field.name): env_text(getattr(self, field.name))
+            for field in msgspec.structs.fields(self)
+        }
 
 
 def env_name(field: str) -> str:
     return field.upper() if field in _UNPREFIXED else PREFIX + field.upper()
+
+
+def env_text(value: object) -> str:
+    """A setting's value as its environment variable carries it (booleans as true/false)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _check_url(var: str, url: str, schemes: set[str]) -> None:

@@ -8,10 +8,10 @@ The folder is emptied at each start: a new process never answers for an old one.
 
 from __future__ import annotations
 
-import contextlib
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from core.heartbeat import beat_ages, quiet
 
 
 @dataclass(frozen=True)
@@ -28,16 +28,10 @@ class Liveness:
 
     def hung(self, uptime_s: float) -> str | None:
         """Why the child counts as hung (the signal missing, and for how long), or None."""
-        now = time.time()
-        ages: dict[str, float] = {}
-        with contextlib.suppress(FileNotFoundError):
-            for path in self.folder.iterdir():
-                with contextlib.suppress(FileNotFoundError):
-                    ages[path.name] = now - path.stat().st_mtime
-        if ages:
-            name, age = max(ages.items(), key=lambda item: item[1])
-            if age > self.timeout_s:
-                return f"no heartbeat from {name} for {age:.1f} s (timeout {self.timeout_s:g} s)"
+        ages = beat_ages(self.folder) or {}
+        silent = quiet(ages, self.timeout_s)
+        if silent is not None:
+            return silent
         if len(ages) < self.expected and uptime_s > self.timeout_s:
             return (
                 f"{self.expected - len(ages)} of {self.expected} heartbeats never written"

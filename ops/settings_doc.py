@@ -24,7 +24,7 @@ from typing import Final, Literal, get_args, get_origin
 import msgspec
 import msgspec.inspect as mi
 
-from core.settings import Settings, env_name
+from core.settings import Settings, env_name, env_text
 
 PAGE: Final = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 BEGIN: Final = "<!-- settings: begin (python -m ops.settings_doc --write) -->"
@@ -42,11 +42,6 @@ class Row(msgspec.Struct, frozen=True):
     default: str
     bounds: str
     meaning: str
-
-
-def default_text(value: object) -> str:
-    """The default as an environment variable would carry it (``Settings.as_env``)."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _number(value: float) -> str:
@@ -111,7 +106,7 @@ def rows() -> list[Row]:
         Row(
             sections.get(f.name, ""),
             env_name(f.name),
-            default_text(f.default),
+            env_text(f.default),
             bounds_text(f.type),
             docs.get(f.name, ""),
         )
@@ -137,10 +132,14 @@ def tables() -> str:
     return "\n".join(out[1:])
 
 
+def _between_markers(page: str) -> tuple[int, int]:
+    return page.index(BEGIN) + len(BEGIN), page.index(END)
+
+
 def page_tables(page: str) -> str:
     """What the page holds between its markers."""
-    start = page.index(BEGIN) + len(BEGIN)
-    return page[start : page.index(END)].strip("\n")
+    start, end = _between_markers(page)
+    return page[start:end].strip("\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         print(generated)
         return 0
     page = PAGE.read_text()
-    start = page.index(BEGIN) + len(BEGIN)
-    PAGE.write_text(page[:start] + "\n" + generated + "\n" + page[page.index(END) :])
+    start, end = _between_markers(page)
+    PAGE.write_text(page[:start] + "\n" + generated + "\n" + page[end:])
     return 0
 
 

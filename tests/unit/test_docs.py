@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from core.settings import Settings, env_name
+from core.settings import Settings, env_name, env_text
 from ops import settings_doc
 from tests.helpers import ROOT
 
@@ -39,9 +39,9 @@ def test_every_setting_is_documented_with_its_default(field: msgspec.structs.Fie
     rows = documented_defaults()
     variable = env_name(field.name)
     assert variable in rows, f"{variable} is missing from docs/configuration.md"
-    assert rows[variable] == settings_doc.default_text(field.default), (
+    assert rows[variable] == env_text(field.default), (
         f"{variable}: docs/configuration.md says {rows[variable]!r}, core/settings.py"
-        f" {settings_doc.default_text(field.default)!r}"
+        f" {env_text(field.default)!r}"
     )
 
 
