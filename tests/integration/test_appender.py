@@ -96,9 +96,15 @@ def purchases(prefix: str, n: int) -> list[tuple[str, bytes, tuple[bytes, ...]]]
     return [(f"{prefix}-{i}", fp(b"fp-%d" % i), entry(f"{prefix}-{i}")) for i in range(n)]
 
 
-async def evalsha_calls(redis: Redis) -> int:
+async def command_calls(redis: Redis, *names: str) -> dict[str, int]:
+    """How often Redis ran each command so far (INFO commandstats; also counts calls from
+    scripts)."""
     stats = await redis.info("commandstats")
-    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+    return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in names}
+
+
+async def evalsha_calls(redis: Redis) -> int:
+    return (await command_calls(redis, "evalsha"))["evalsha"]
 
 
 async def test_a_batch_is_one_script_call_per_shard_with_results_in_order(
@@ -199,4 +205,40 @@ async def test_with_legacy_keys_off_records_still_decide_and_legacy_keys_are_ign
     assert again == (Outcome.REPLAYED, first.entry_id)
     assert clash.outcome is Outcome.CONFLICT
     assert await redis.xlen(stream_key(0)) == 1
+    await appender.close()
+
+
+async def test_a_call_past_the_scripts_chunk_reads_and_writes_records_per_call_not_per_purchase(
+    nodes: Nodes, redis: Redis
+) -> None:
+    """2,500 purchases in one script call (the script reads and writes records in chunks of
+    1,000): a replay of a purchase from an earlier call, a repeat inside the call across a
+    chunk boundary, and a live legacy key past the first chunk each decide as before."""
+    appender = StreamAppender(nodes)
+    await appender.load_script()
+    [earlier] = await appender.append_many([("chunk-earlier", fp(b"e"), entry("chunk-earlier"))])
+    await redis.set(idempotency_key(0, "chunk-legacy"), fp(b"l").hex().encode() + b"|7-7", ex=60)
+    batch = purchases("chunk", 2_500)
+    batch[1_500] = ("chunk-earlier", fp(b"e"), entry("chunk-earlier"))
+    batch[1_800] = ("chunk-legacy", fp(b"l"), entry("chunk-legacy"))
+    batch[2_200] = (batch[10][0], fp(b"other"), batch[10][2])  # a repeat with another request
+    batch[2_300] = batch[20]  # the same purchase again
+    before = await command_calls(redis, "evalsha", "hmget", "hget", "mget", "get", "xadd", "hset")
+    results = await appender.append_many(batch)
+    after = await command_calls(redis, "evalsha", "hmget", "hget", "mget", "get", "xadd", "hset")
+    calls = {name: after[name] - before[name] for name in after}
+    assert results[1_500] == (Outcome.REPLAYED, earlier.entry_id)
+    assert results[1_800] == (Outcome.REPLAYED, b"7-7")
+    assert results[2_200] == (Outcome.CONFLICT, results[10].entry_id)
+    assert results[2_300] == (Outcome.REPLAYED, results[20].entry_id)
+    assert sum(r.outcome is Outcome.ACCEPTED for r in results) == 2_496
+    assert await redis.xlen(stream_key(0)) == 1 + 2_496
+    # Per chunk of 1,000 purchases: an HMGET per live bucket (three) and one MGET of legacy
+    # keys; per 1,000 new records one HSET.
+    assert calls == {
+        "evalsha": 1, "hmget": 3 * 3, "hget": 0, "mget": 3, "get": 0, "xadd": 2_496, "hset": 3,
+    }  # fmt: skip
+    again = await appender.append_many(batch)
+    assert [r.entry_id for r in again] == [r.entry_id for r in results]
+    assert {r.outcome for r in again} == {Outcome.REPLAYED, Outcome.CONFLICT}
     await appender.close()
