@@ -30,6 +30,11 @@ def idempotency_key(shard: int, transaction_id: str) -> bytes:
     return b"monokera:{%d}:idem:" % shard + transaction_id.encode()
 
 
+IDEMPOTENCY_KEY_PATTERN: Final = b"monokera:{*}:idem:*"
+"""Every ``idempotency_key`` of every shard, as a SCAN MATCH pattern (Redis's glob: braces
+are plain characters; ``idempotency:`` has no colon after ``idem``)."""
+
+
 def shard_of(transaction_id: str, shards: int) -> int:
     """A stable hash (CRC-32, the same in every process and release) picks the shard."""
     return zlib.crc32(transaction_id.encode()) % shards if shards > 1 else 0

@@ -75,9 +75,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """The idempotency window: a transaction_id is remembered at least this long (at most 1.5
     times it) for replays and conflicts. Changing it starts the window again."""
     idempotency_legacy_keys: bool = True
-    """Also honour 943f4b2's per-purchase idempotency keys (one GET more per purchase).
-    Turn off once the window has passed since the last gateway of that version stopped:
-    every such key has expired by then."""
+    """Also honour 943f4b2's per-purchase idempotency keys while any is left: each gateway
+    looks for them (SCAN) at start and every 30 s, and stops reading them once none is left.
+    False skips the lookups and the scans from the start (safe once the window has passed
+    since the last gateway of that version stopped)."""
     append_max_pending: Positive = 10_000
     """Appends queued in one worker before new ones get a 503 overloaded."""
     backlog_max_age_s: PositiveFloat = 300.0

@@ -1,12 +1,13 @@
 """Everything the handlers use, built whole at startup and released whole at shutdown.
 
-``Services.open`` builds the Redis connections, the appender, the backlog monitor, the
-body deadlines, the history store, the read cache, the handlers over them and the
-console; the app binds the route table to handlers only once it holds a complete
-``Services``, so no request can see a half-built gateway. If building fails, what was
-built is closed again and the error reaches the lifespan (``lifespan.startup.failed``).
-Redis being down is not such a failure: the gateway starts, answers 503 and /readyz says
-why, until Redis is back (``gateway.redis_io.setup`` retries the setup meanwhile).
+``Services.open`` builds the Redis connections, the appender (and its watch for 943f4b2's
+idempotency keys), the backlog monitor, the body deadlines, the history store, the read
+cache, the handlers over them and the console; the app binds the route table to handlers
+only once it holds a complete ``Services``, so no request can see a half-built gateway.
+If building fails, what was built is closed again and the error reaches the lifespan
+(``lifespan.startup.failed``). Redis being down is not such a failure: the gateway
+starts, answers 503 and /readyz says why, until Redis is back (``gateway.redis_io.setup``
+retries the setup meanwhile).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gateway.http.request_ids import RequestIds
 from gateway.http.routing import Handler, Route
 from gateway.ingest.appender import StreamAppender
 from gateway.ingest.backpressure import BacklogMonitor
+from gateway.ingest.legacy_keys import LegacyKeyWatch
 from gateway.ingest.purchase import PurchaseHandler
 from gateway.reads.cache import ReadCache
 from gateway.reads.handlers import ReadHandlers
@@ -133,6 +135,9 @@ class Services:
         closing.push_async_callback(setup.stop)
         backlog.start()
         closing.push_async_callback(backlog.stop)
+        legacy_keys = LegacyKeyWatch(appends, appender)
+        legacy_keys.start()
+        closing.push_async_callback(legacy_keys.stop)
         shard_watch.start()
         closing.push_async_callback(shard_watch.stop)
         deadlines = BodyDeadlines(settings.body_timeout_s)

@@ -141,6 +141,17 @@ class StreamAppender:
         self._failures = Sparse(log)
         self._batch_sizes = batch_sizes or Histogram(BATCH_BUCKETS)
 
+    @property
+    def legacy_keys(self) -> bool:
+        """Whether each purchase's 943f4b2 idempotency key is still read (``legacy_keys``)."""
+        return self._legacy_keys
+
+    def forget_legacy_keys(self) -> None:
+        """No 943f4b2 key is left (``gateway.ingest.legacy_keys``): stop naming and reading
+        them. Purchases already queued with their key still decide correctly."""
+        self._legacy_keys = False
+        self._idempotency = (*self._idempotency[:3], b"0")
+
     async def load_script(self) -> None:
         """Warm the script cache of every known node (a node without it is loaded lazily)."""
         for pipe in self._nodes.all():

@@ -51,14 +51,26 @@ class Nodes:
             error = RedisError("the cluster's slot map is not known yet")
             self.failed(error)  # Redis was away at start: read it now
             raise error
-        address = self._slots[slot_of(key)]
+        return self._pipe_at(self._slots[slot_of(key)])
+
+    def _pipe_at(self, address: str) -> RedisPipe:
         pipe = self._pipes.get(address)
         if pipe is None:
             pipe = self._pipes[address] = self._pipe(node_url(self._seed_url, address))
         return pipe
 
     def all(self) -> list[RedisPipe]:
+        """The connections opened so far (a cluster's are opened at their first key)."""
         return [self._single] if self._single is not None else list(self._pipes.values())
+
+    def masters(self) -> list[RedisPipe]:
+        """A connection to every master the slot map names (one Redis: its own), for what
+        must look at every node, such as a SCAN; raises while the slot map is unknown."""
+        if self._single is not None:
+            return [self._single]
+        if not self._slots:
+            raise RedisError("the cluster's slot map is not known yet")
+        return [self._pipe_at(address) for address in dict.fromkeys(self._slots)]
 
     def failed(self, exc: BaseException) -> None:
         """A cluster node failed or answered MOVED/CLUSTERDOWN: read the slot map again,

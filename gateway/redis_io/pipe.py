@@ -160,6 +160,11 @@ class RedisPipe:
             try:
                 protocol = await asyncio.wait_for(self._open(), self._timeout_s)
             except (OSError, TimeoutError) as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Python 3.11's wait_for, cancelled as the connect fails, raises the
+                    # failure instead: a caller that retries on errors would never stop.
+                    raise asyncio.CancelledError from exc
                 raise RedisConnectionError(f"cannot connect to Redis: {exc!r}") from exc
             self._protocol = protocol
             return protocol

@@ -16,9 +16,12 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster as ClusterClient
 
-from core.constants import stream_key
+from core.constants import idempotency_key, stream_key
 from core.settings import Settings
 from devstack.redis_cluster import RedisCluster, command
+from gateway.ingest.appender import StreamAppender
+from gateway.ingest.legacy_keys import LegacyKeyWatch
+from gateway.redis_io.nodes import Nodes
 from ops.trace import trace_transaction
 from tests.conftest import both_redis, env_for
 from tests.helpers import FlusherProcess, Gateway, HttpClient, flusher_processes, purchase, serving
@@ -116,6 +119,28 @@ async def test_replays_conflicts_and_accepted_reads_on_every_master(
         assert traced.stage == "ACCEPTED" and traced.idempotency_ttl_s
         lengths = [await cluster_redis.xlen(stream_key(s)) for s in range(SHARDS)]
         assert sum(lengths) == len(ids)
+
+
+async def test_legacy_keys_on_any_master_are_read_until_none_is_left(
+    cluster_settings: Settings, cluster_redis: Redis
+) -> None:
+    """The watch scans every master, not just those the appender has written to yet."""
+    nodes = Nodes(cluster_settings)
+    await nodes.start()
+    appender = StreamAppender(nodes, shards=SHARDS)
+    watch = LegacyKeyWatch(nodes, appender)
+    try:
+        assert len(nodes.masters()) == 3
+        for shard in range(SHARDS):
+            old = idempotency_key(shard, f"old-{shard}")
+            await cluster_redis.set(old, b"0" * 16 + b"|1-1", ex=60)
+            assert await watch.check() is False, shard
+            await cluster_redis.delete(old)
+        assert await watch.check() is True
+        assert not appender.legacy_keys
+    finally:
+        await appender.close()
+        await nodes.close()
 
 
 async def settle_and_count_lost(
