@@ -2,7 +2,8 @@
 
 - Redis: the append script (``gateway/ingest/append.lua``: idempotency check, XADD, idempotency
   record per purchase) against a pipelined plain ``XADD`` of the same entry, both in batches as the
-  gateway sends them; Redis's own CPU per entry, from INFO CPU.
+  gateway sends them; Redis's own CPU per entry, from INFO CPU. The script also while 943f4b2's
+  idempotency keys are still read, beside the row.
 - PostgreSQL: a bare ``COPY`` of one row per purchase, in transactions of the flusher's
   batch size, into a table shaped like ``transactions`` with a primary key and both
   accounts indexed; the client's CPU
@@ -66,62 +67,70 @@ def redis_cpu(client: Redis) -> float:
 
 
 def redis_reference(
-    url: str, entries: int, batch: int = 100, calls_per_trip: int = 10, *, legacy: bool = True
+    url: str, entries: int, batch: int = 100, calls_per_trip: int = 10
 ) -> dict[str, Any]:
     """Redis CPU µs per entry: the append script vs a plain XADD of the same payload.
 
-    The two alternate in ten rounds, so whatever else the machine does falls on both."""
+    The script twice: as the gateway runs it once no 943f4b2 idempotency key is left (the
+    stage table's row), and while some are (each purchase's legacy key named and read).
+    The three alternate in ten rounds, so whatever else the machine does falls on each."""
     client = Redis.from_url(url)
     run = f"{time.time_ns()}"
     fingerprint = b"0" * 8
     _entry = _values()
-    script_s = xadd_s = 0.0
+    spent = {"script": 0.0, "script_legacy": 0.0, "xadd": 0.0}
     rounds = 10
     per_round = max(batch, entries // rounds)
     try:
         sha = client.script_load(APPEND_SCRIPT)
-        stream, plain = f"bench:ref:script:{run}", f"bench:ref:xadd:{run}"
+        streams = {mode: f"bench:ref:{mode}:{run}" for mode in spent}
         pipe = client.pipeline(transaction=False)
         names = (VERSION_FIELD, *FIELDS)
         entries_ = [
             dict(zip(names, (VERSION, *_entry(f"ref-{run}-x{i}")), strict=True))
             for i in range(batch)
         ]
-        for round_ in range(rounds):
+
+        def script_calls(round_: int, legacy: bool) -> list[tuple[int, list[Any], list[Any]]]:
             calls = []
+            stream = streams["script_legacy" if legacy else "script"]
             for first in range(round_ * per_round, (round_ + 1) * per_round, batch):
-                ids = [f"ref-{run}-{i}" for i in range(first, first + batch)]
+                ids = [f"ref-{run}-{legacy:d}-{i}" for i in range(first, first + batch)]
                 keys = [stream, *(idempotency_key(0, tid) for tid in ids if legacy)]
                 args: list[Any] = [900, b"0", bucket_width_s(900), REACH, b"1" if legacy else b"0"]
                 args += [idempotency_bucket_prefix(0), *SCRIPT_HEADER]
                 for tid in ids:
                     args += [fingerprint, *_entry(tid)]
                 calls.append((len(keys), keys, args))
-            started = redis_cpu(client)
-            for n, keys, args in calls:
-                pipe.evalsha(sha, n, *keys, *args)
-                if len(pipe) >= calls_per_trip:
-                    pipe.execute()
-            pipe.execute()
-            script_s += redis_cpu(client) - started
+            return calls
+
+        for round_ in range(rounds):
+            for mode in ("script", "script_legacy"):
+                calls = script_calls(round_, legacy=mode == "script_legacy")
+                started = redis_cpu(client)
+                for n, keys, args in calls:
+                    pipe.evalsha(sha, n, *keys, *args)
+                    if len(pipe) >= calls_per_trip:
+                        pipe.execute()
+                pipe.execute()
+                spent[mode] += redis_cpu(client) - started
 
             started = redis_cpu(client)
             for _ in range(per_round // batch):
                 for fields in entries_:
-                    pipe.xadd(plain, fields)  # type: ignore[arg-type]
+                    pipe.xadd(streams["xadd"], fields)  # type: ignore[arg-type]
                 if len(pipe) >= batch * calls_per_trip:
                     pipe.execute()
             pipe.execute()
-            xadd_s += redis_cpu(client) - started
-        client.delete(stream, plain)
+            spent["xadd"] += redis_cpu(client) - started
+        client.delete(*streams.values())
     finally:
         client.close()
     total = rounds * per_round
     return {
         "entries": total,
         "batch": batch,
-        "script_us_per_entry": 1e6 * script_s / total,
-        "xadd_us_per_entry": 1e6 * xadd_s / total,
+        **{f"{mode}_us_per_entry": 1e6 * seconds / total for mode, seconds in spent.items()},
     }
 
 

@@ -410,7 +410,8 @@ def print_phases(rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
           f" CPU s per 1,000: {d['cpu_s_per_1000']}")  # fmt: skip
     r, c = extra["redis_reference"], extra["copy_reference"]
     print(f"Redis reference ({r['entries']} entries, batches of {r['batch']}): append script "
-          f"{r['script_us_per_entry']:.2f} µs/entry, XADD {r['xadd_us_per_entry']:.2f} µs/entry")  # fmt: skip
+          f"{r['script_us_per_entry']:.2f} µs/entry (reading 943f4b2's keys too: "
+          f"{r['script_legacy_us_per_entry']:.2f}), XADD {r['xadd_us_per_entry']:.2f} µs/entry")  # fmt: skip
     print(f"COPY reference ({c['rows']} rows, {c['batch']} per COPY): {c['rate']:.0f} rows/s, "
           f"client {c['client_us_per_row']:.2f} + PostgreSQL {c['postgres_us_per_row']:.2f} µs/row")  # fmt: skip
     reads = extra["reads"]
