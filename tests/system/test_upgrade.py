@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from hashlib import blake2b
+from pathlib import Path
 from typing import Final
 
 import asyncpg
@@ -29,12 +30,14 @@ from flusher.worker import Flusher
 from gateway.api.schemas import HistoryEntry
 from gateway.reads.history import HistoryReader
 from ops.trace import trace_transaction
-from tests.conftest import both_redis
+from tests.conftest import both_redis, env_for
 from tests.helpers import (
+    Gateway,
     HttpClient,
     idempotency_records,
     open_flusher,
     purchase,
+    serving,
     stream_entry,
     v1_entry,
 )
@@ -102,33 +105,34 @@ async def test_old_format_entries_are_read_and_flushed_beside_new_ones(
 
 @both_redis
 async def test_old_idempotency_keys_still_make_retries_replays_or_conflicts(
-    client: HttpClient, redis: Redis
+    settings: Settings, redis: Redis, tmp_path: Path
 ) -> None:
+    """943f4b2's gateways stop with their keys live; this version's gateway starts after."""
     replayed_entry = await old_gateway_append(redis, "up-replay", amount=500)
     clashed_entry = await old_gateway_append(redis, "up-clash", amount=500)
     batch_entry = await old_gateway_append(redis, "up-batch", amount=500)
+    async with serving(Gateway(env_for(settings), tmp_path / "gateway.log")) as client:
+        replay = await client.post("/purchase", json=purchase("up-replay", amount=500))
+        assert replay.status_code == 200, replay.text
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert replay.headers["x-stream-entry-id"] == replayed_entry
 
-    replay = await client.post("/purchase", json=purchase("up-replay", amount=500))
-    assert replay.status_code == 200, replay.text
-    assert replay.headers["idempotent-replayed"] == "true"
-    assert replay.headers["x-stream-entry-id"] == replayed_entry
+        clash = await client.post("/purchase", json=purchase("up-clash", amount=501))
+        assert clash.status_code == 409, clash.text
+        assert clash.json()["error"] == "idempotency_conflict"
 
-    clash = await client.post("/purchase", json=purchase("up-clash", amount=501))
-    assert clash.status_code == 409, clash.text
-    assert clash.json()["error"] == "idempotency_conflict"
+        batch = await client.post(
+            "/purchases",
+            json=[purchase("up-batch", amount=500), purchase("up-batch", amount=7)],
+        )
+        assert batch.status_code == 200, batch.text
+        first, second = batch.json()
+        assert first["transaction_id"] == "up-batch"
+        assert second["error"] == "idempotency_conflict"
 
-    batch = await client.post(
-        "/purchases",
-        json=[purchase("up-batch", amount=500), purchase("up-batch", amount=7)],
-    )
-    assert batch.status_code == 200, batch.text
-    first, second = batch.json()
-    assert first["transaction_id"] == "up-batch"
-    assert second["error"] == "idempotency_conflict"
-
-    assert await redis.xlen(STREAM) == 3  # nothing appended again
-    assert clashed_entry != batch_entry
-    assert not await idempotency_records(redis, "up-replay")  # the old key still rules
+        assert await redis.xlen(STREAM) == 3  # nothing appended again
+        assert clashed_entry != batch_entry
+        assert not await idempotency_records(redis, "up-replay")  # the old key still rules
 
 
 @contextlib.asynccontextmanager
