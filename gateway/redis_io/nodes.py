@@ -47,11 +47,15 @@ class Nodes:
     def pipe_for(self, key: bytes | str) -> RedisPipe:
         if self._single is not None:
             return self._single
+        return self._pipe_at(self._slot_map()[slot_of(key)])
+
+    def _slot_map(self) -> list[str]:
+        """The master's address of each slot; raises while it is unknown."""
         if not self._slots:
             error = RedisError("the cluster's slot map is not known yet")
             self.failed(error)  # Redis was away at start: read it now
             raise error
-        return self._pipe_at(self._slots[slot_of(key)])
+        return self._slots
 
     def _pipe_at(self, address: str) -> RedisPipe:
         pipe = self._pipes.get(address)
@@ -68,9 +72,7 @@ class Nodes:
         must look at every node, such as a SCAN; raises while the slot map is unknown."""
         if self._single is not None:
             return [self._single]
-        if not self._slots:
-            raise RedisError("the cluster's slot map is not known yet")
-        return [self._pipe_at(address) for address in dict.fromkeys(self._slots)]
+        return [self._pipe_at(address) for address in dict.fromkeys(self._slot_map())]
 
     def failed(self, exc: BaseException) -> None:
         """A cluster node failed or answered MOVED/CLUSTERDOWN: read the slot map again,
