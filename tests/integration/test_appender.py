@@ -4,7 +4,6 @@ reloaded after a flush, and the limit on purchases waiting."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
@@ -13,7 +12,6 @@ from redis.asyncio import Redis
 from core.constants import idempotency_key, shard_of, stream_key
 from core.entries import FIELDS, VERSION, VERSION_FIELD
 from core.idempotency import Outcome
-from core.settings import Settings
 from gateway.api.errors import ErrorResponses
 from gateway.ingest.appender import StreamAppender
 from gateway.redis_io.nodes import Nodes
@@ -21,14 +19,6 @@ from gateway.refusals import Overloaded, StoreUnavailable
 from tests.conftest import both_redis
 
 pytestmark = both_redis
-
-
-@pytest.fixture
-async def nodes(settings: Settings, redis: Redis) -> AsyncIterator[Nodes]:
-    opened = Nodes(settings)
-    await opened.start()
-    yield opened
-    await opened.close()
 
 
 async def test_outcomes_are_accepted_then_replayed_then_conflict(

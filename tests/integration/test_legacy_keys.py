@@ -3,14 +3,10 @@ and stops once a whole scan finds none."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from redis.asyncio import Redis
 
 from core.constants import idempotency_key, shard_of, stream_key
 from core.idempotency import Outcome
-from core.settings import Settings
 from gateway.ingest.appender import StreamAppender
 from gateway.ingest.legacy_keys import SCAN_COUNT, LegacyKeyWatch
 from gateway.redis_io.nodes import Nodes
@@ -18,14 +14,6 @@ from tests.conftest import both_redis
 from tests.integration.test_appender import command_calls, entry, fp
 
 pytestmark = both_redis
-
-
-@pytest.fixture
-async def nodes(settings: Settings, redis: Redis) -> AsyncIterator[Nodes]:
-    opened = Nodes(settings)
-    await opened.start()
-    yield opened
-    await opened.close()
 
 
 async def test_legacy_keys_are_read_while_one_is_left_and_not_after(
