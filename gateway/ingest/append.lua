@@ -70,11 +70,8 @@ for first = 1, count, CHUNK do
     for k = 1, n do
         names[k] = ARGV[9 * (first + k - 1) + 9]
     end
-    for k = n + 1, #names do
-        names[k] = nil
-    end
     for j = 0, reach do
-        local got = call('HMGET', buckets[j], unpack(names))
+        local got = call('HMGET', buckets[j], unpack(names, 1, n))
         for k = 1, n do
             local tx = names[k]
             if got[k] and not known[tx] then
