@@ -121,11 +121,11 @@ class StreamAppender:
             b"%d" % idempotency_ttl_s,
             b"%d" % bucket_width_s(idempotency_ttl_s),
             b"%d" % REACH,
-            b"1" if idempotency_legacy_keys else b"0",
         )
         self._bucket_prefixes = [idempotency_bucket_prefix(shard) for shard in range(shards)]
         self._legacy_keys = idempotency_legacy_keys
-        """Name each purchase's legacy key to the script (else none: fewer bytes to parse)."""
+        """Name each purchase's legacy key to the script and have it read them (else none:
+        fewer bytes to parse, no MGET)."""
         self._max_inflight = max_inflight
         self._max_pending = max_pending
         self._ack_replicas = ack_replicas
@@ -150,7 +150,6 @@ class StreamAppender:
         """No 943f4b2 key is left (``gateway.ingest.legacy_keys``): stop naming and reading
         them. Purchases already queued with their key still decide correctly."""
         self._legacy_keys = False
-        self._idempotency = (*self._idempotency[:3], b"0")
 
     async def load_script(self) -> None:
         """Warm the script cache of every known node (a node without it is loaded lazily)."""
@@ -296,8 +295,9 @@ class StreamAppender:
         commands: list[tuple[Arg, ...]] = []
         for shard, items in batches.items():
             keys: list[bytes] = [self._streams[shard]]
-            window, width, reach, legacy = self._idempotency
+            window, width, reach = self._idempotency
             legacy_keys = self._legacy_keys
+            legacy = b"1" if legacy_keys else b"0"
             prefix = self._bucket_prefixes[shard]
             args: list[Arg] = [window, self._replay_writes, width, reach, legacy, prefix]
             args += SCRIPT_HEADER

@@ -47,13 +47,12 @@ class LegacyKeyWatch:
         for pipe in masters:
             cursor = b"0"
             while True:
-                reply = await pipe.call(
+                cursor, found = await pipe.call(
                     b"SCAN", cursor, b"MATCH", IDEMPOTENCY_KEY_PATTERN, b"COUNT", SCAN_COUNT
                 )
-                cursor, found = reply[0], reply[1]
                 if found:
                     return True
-                if cursor in (b"0", 0):
+                if cursor == b"0":
                     break
         if self._nodes.masters() != masters:
             raise RuntimeError("the cluster's masters changed during the scan")
